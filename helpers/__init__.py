@@ -1,5 +1,33 @@
-"""The course's helpers: the few names a lesson uses. Importing this registers Grok 2 with transformers."""
+"""The course's helpers: the few names a lesson uses. Importing this registers Grok 2 with transformers.
+
+    profile = helpers.get_profile()            # which model, and how big each lesson's workload is
+    model = helpers.load_model()               # the profile's model, typed and placed for this machine
+    tokenizer = helpers.load_tokenizer()
+    plan = helpers.plan_memory(config)         # parameters, bytes per precision, KV cache, GPUs needed
+"""
 
 from . import grok2
+from .errors import CourseError
+from .loading import load_config, load_model, load_tokenizer, plan_load
+from .memory import format_bytes, grok2_parameter_breakdown, plan_memory
+from .paths import GROK2_RELEASED_CONFIG, TINY_MODEL_DIR, workspace_dir
+from .profiles import PROFILE_ENV_VAR, get_profile, list_profiles, plan_profile
 
-__all__ = ["grok2"]
+__all__ = [
+    "grok2",
+    "CourseError",
+    "get_profile",
+    "list_profiles",
+    "plan_profile",
+    "PROFILE_ENV_VAR",
+    "load_config",
+    "load_model",
+    "load_tokenizer",
+    "plan_load",
+    "plan_memory",
+    "grok2_parameter_breakdown",
+    "format_bytes",
+    "GROK2_RELEASED_CONFIG",
+    "TINY_MODEL_DIR",
+    "workspace_dir",
+]

@@ -117,6 +117,16 @@ class Grok2Config(PreTrainedConfig):
                 "other values are not implemented."
             )
 
+    def to_dict(self) -> dict:
+        # `save_pretrained` records the Python class name (Grok2ForCausalLM). Write the released name instead, the one
+        # SGLang and vLLM dispatch on, so a model saved here (e.g. after merging a LoRA adapter) serves there as is.
+        output = super().to_dict()
+        if output.get("architectures"):
+            output["architectures"] = [
+                RELEASED_ARCHITECTURE if name == "Grok2ForCausalLM" else name for name in output["architectures"]
+            ]
+        return output
+
     @property
     def num_key_value_groups(self) -> int:
         """Query heads that share one key/value head (8 in Grok 2)."""

@@ -1,0 +1,84 @@
+"""The planner's figures for Grok 2.5 equal the meta-device count and the published ~270B / ~540 GB; profiles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, GraniteMoeConfig
+
+import helpers
+from helpers.grok2 import Grok2ForCausalLM
+from helpers.memory import GB, GiB, grok2_parameter_breakdown, plan_memory
+
+
+@pytest.fixture(scope="module")
+def grok2_config():
+    return AutoConfig.from_pretrained(helpers.GROK2_RELEASED_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def grok2_plan(grok2_config):
+    return plan_memory(grok2_config, "xai-org/grok-2")
+
+
+def test_total_equals_meta_device_count_and_arithmetic(grok2_config, grok2_plan):
+    with torch.device("meta"):
+        model = Grok2ForCausalLM(grok2_config)
+    meta_count = sum(p.numel() for p in model.parameters())
+    assert grok2_plan.total_params == meta_count == sum(grok2_parameter_breakdown(grok2_config).values())
+    assert round(grok2_plan.total_params / 1e9) == 270  # "~270B"
+
+
+def test_active_parameters_per_token(grok2_config, grok2_plan):
+    breakdown = grok2_parameter_breakdown(grok2_config)
+    # Everything except the 6 experts (of 8) a token does not use.
+    expected = grok2_plan.total_params - breakdown["experts"] * 6 // 8
+    assert grok2_plan.active_params == expected
+    assert 114e9 < grok2_plan.active_params < 115e9
+
+
+def test_bytes_per_precision(grok2_plan):
+    assert grok2_plan.weight_bytes("bf16") == grok2_plan.total_params * 2
+    assert round(grok2_plan.weight_bytes("bf16") / GB) == 539  # "~540 GB"
+    assert round(grok2_plan.weight_bytes("bf16") / GiB) == 502
+    fp8, nf4 = grok2_plan.weight_bytes("fp8"), grok2_plan.weight_bytes("nf4")
+    assert 265 * GB < fp8 < 275 * GB  # "~270 GB in FP8"
+    assert 135 * GB < nf4 < 165 * GB  # "~135-165 GB in 4-bit"
+    with pytest.raises(ValueError, match="Unknown precision"):
+        grok2_plan.weight_bytes("int3")
+
+
+def test_kv_cache_and_gpus(grok2_plan):
+    assert grok2_plan.kv_cache_bytes_per_token() == 256 * 1024  # 256 KiB per token in bf16
+    assert grok2_plan.kv_cache_bytes(131072) == 32 * GiB
+    assert grok2_plan.gpus_needed(80 * GB, "bf16", context_tokens=8192) == 8
+    assert grok2_plan.gpus_needed(80 * GB, "fp8", context_tokens=8192) <= 8
+    assert grok2_plan.gpus_needed(24 * GB, "nf4") > 1  # the article's single 24 GB GPU cannot hold it
+    assert grok2_plan.tensor_parallel_size(5) == 8
+
+
+def test_dense_and_moe_models_of_other_architectures():
+    moe = GraniteMoeConfig(
+        hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        num_local_experts=8, num_experts_per_tok=2, vocab_size=100,
+    )
+    plan = plan_memory(moe)
+    assert plan.expert_params == 2 * 8 * (64 * 64 + 64 * 32)  # gate_up + down per expert, per layer
+    assert plan.active_params == plan.total_params - plan.expert_params * 6 // 8
+    from transformers import LlamaConfig
+
+    dense = plan_memory(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=100))
+    assert dense.active_params == dense.total_params and dense.expert_params == 0
+
+
+def test_profiles(monkeypatch):
+    monkeypatch.setenv(helpers.PROFILE_ENV_VAR, "small")
+    assert helpers.get_profile().name == "small"
+    assert helpers.get_profile("grok-2").model_id == "xai-org/grok-2"
+    monkeypatch.delenv(helpers.PROFILE_ENV_VAR)
+    assert helpers.get_profile().name == "tiny"
+    assert helpers.get_profile().offline
+    with pytest.raises(helpers.CourseError, match="tiny, small, grok-2"):
+        helpers.get_profile("huge")
+    tiny, small = helpers.get_profile("tiny").sizes, helpers.get_profile("small").sizes
+    assert tiny.train_steps <= small.train_steps and tiny.max_seq_len <= small.max_seq_len
