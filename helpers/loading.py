@@ -26,13 +26,13 @@ from .errors import CourseError
 from .memory import GB, MemoryPlan, format_bytes, plan_memory
 from .paths import GROK2_RELEASED_CONFIG
 from .profiles import get_profile
+from .quantization import QUANTIZATION_PRECISION, quantization_config
 
 RELEASED_GROK2_ID = "xai-org/grok-2"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Room kept free on each GPU for activations and the KV cache of a few thousand tokens.
 GPU_HEADROOM_FRACTION = 0.10
 RAM_USABLE_FRACTION = 0.80
-QUANTIZATION_PRECISION = {None: None, "int8": "int8", "nf4": "nf4", "fp4": "fp4"}
 
 
 @dataclass(frozen=True)
@@ -190,28 +190,6 @@ def plan_placement(
         f"{plan.model_name} does not fit: its weights need {format_bytes(weights)} in {precision} "
         f"({plan.total_params / 1e9:,.1f}B parameters), and this machine has {have}.",
         f"Nothing was downloaded. {what_would_fit(plan, budget)}.",
-    )
-
-
-def quantization_config(kind: str | None, compute_dtype: torch.dtype):
-    """bitsandbytes settings for 8-bit or 4-bit loading (lesson 03 explains every knob)."""
-    if kind is None:
-        return None
-    if kind not in QUANTIZATION_PRECISION:
-        raise CourseError(f"Unknown quantization {kind!r}.", "Use None, 'int8', 'nf4' or 'fp4'.")
-    from transformers import BitsAndBytesConfig
-
-    from .memory import DEFAULT_KEEP_UNQUANTIZED
-
-    keep = [name.strip(".") for name in DEFAULT_KEEP_UNQUANTIZED]
-    if kind == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=kind,
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-        llm_int8_skip_modules=keep,
     )
 
 

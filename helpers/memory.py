@@ -36,7 +36,7 @@ QUANTIZED_PRECISIONS = ("fp8", "int8", "nf4", "fp4")
 
 # Modules kept in 16-bit when the rest is quantized (helpers.loading does the same): the LM head (its errors land
 # directly on the logits) and MoE routers (tiny, and a flipped expert choice changes the whole token's computation).
-DEFAULT_KEEP_UNQUANTIZED = ("lm_head", "block_sparse_moe.gate", "block_sparse_moe.router", "mlp.gate.", "mlp.router")
+DEFAULT_KEEP_UNQUANTIZED = ("lm_head", "block_sparse_moe.gate", "block_sparse_moe.router")
 
 
 def _build_on_meta(config):
