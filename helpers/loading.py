@@ -22,6 +22,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig
 
 from . import grok2  # noqa: F401  (registers Grok 2 with the Auto classes)
+from .grok2.checkpoint import is_released_layout, load_released_checkpoint
+from .grok2.tokenization_grok2 import tokenizer_from_tok_json
 from .errors import CourseError
 from .memory import GB, MemoryPlan, format_bytes, plan_memory
 from .paths import GROK2_RELEASED_CONFIG
@@ -82,14 +84,6 @@ def check_local_folder(folder: Path) -> None:
             "Loading them would fail with an obscure error such as safetensors' HeaderTooLarge.",
             f"Fetch the real files: `cd {folder} && git lfs pull` (install git-lfs first: lesson 01), "
             "or download with `hf download` instead of git.",
-        )
-    if any(folder.glob("*-TP-common.safetensors")):
-        raise CourseError(
-            f"{folder} holds the released Grok 2 checkpoint, pre-sharded for 8-way tensor parallelism: each expert "
-            "weight is split in 8 slices across files `*-TP-000` ... `*-TP-007` that must be stitched back together.",
-            f"Serve it with SGLang, the official path: `python3 -m sglang.launch_server --model {folder} "
-            f"--tokenizer-path {folder}/tokenizer.tok.json --tp 8 --quantization fp8 --attention-backend triton` "
-            "(lesson 06). Loading the sharded layout straight into transformers is tracked as its own course issue.",
         )
 
 
@@ -238,6 +232,8 @@ def load_model(
             f"{', ' + placement.quantization if placement.quantization else ''}, "
             f"{format_bytes(placement.weight_bytes)} of weights, {placement.reason}."
         )
+    if is_local(source) and is_released_layout(source):
+        return _load_released_layout(Path(source).expanduser(), placement)
     kwargs = dict(
         dtype=placement.dtype,
         trust_remote_code=False,
@@ -260,6 +256,21 @@ def load_model(
     return model.eval()
 
 
+def _load_released_layout(folder: Path, placement: LoadPlan):
+    """xAI's pre-sharded files: stream them into the model (expert slices stitched), no conversion on disk."""
+    if placement.quantization:
+        raise CourseError(
+            "Quantizing while streaming the released tensor-parallel layout is not supported.",
+            f"Convert it once to ordinary shards, then load with quantization: "
+            f"`helpers.grok2.convert_released_checkpoint('{folder}', '<new folder>')` (needs as much free disk "
+            "as the checkpoint), then `helpers.load_model('<new folder>', quantization=...)`.",
+        )
+    device_map = placement.device_map
+    if isinstance(device_map, dict) and set(device_map) == {""}:
+        device_map = device_map[""]
+    return load_released_checkpoint(folder, dtype=placement.dtype, device_map=device_map, max_memory=placement.max_memory)
+
+
 def load_tokenizer(name_or_path: str | Path | None = None, *, profile: str | None = None):
     """The tokenizer that goes with the model, set up for generation (left padding, a pad token)."""
     chosen = get_profile(profile)
@@ -276,6 +287,10 @@ def load_tokenizer(name_or_path: str | Path | None = None, *, profile: str | Non
                 f"Tokenizer file(s) in {source} are Git LFS pointers: {', '.join(p.name for p in pointers)}.",
                 f"Run `cd {source} && git lfs pull --include '*token*'` (lesson 01).",
             )
+    folder = Path(source).expanduser()
+    if is_local(source) and (folder / "tokenizer.tok.json").exists() and not (folder / "tokenizer.json").exists():
+        # The hub's Grok 2 ships only the tiktoken file: convert it (same ids as tiktoken, Grok 2's chat template).
+        return tokenizer_from_tok_json(folder / "tokenizer.tok.json")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as error:

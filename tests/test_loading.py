@@ -109,11 +109,15 @@ def test_released_grok2_config_plans_offline():
     assert isinstance(config, helpers.grok2.Grok2Config) and config.num_hidden_layers == 64
 
 
-def test_released_sharded_layout_is_explained(tmp_path):
-    (tmp_path / "config.json").write_text(helpers.GROK2_RELEASED_CONFIG.read_text())
-    (tmp_path / "pytorch_model-00000-TP-common.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    with pytest.raises(CourseError, match="sglang.launch_server"):
-        check_local_folder(tmp_path)
+def test_released_layout_with_quantization_is_explained(tmp_path):
+    from helpers.grok2 import Grok2Config, Grok2ForCausalLM
+    from helpers.grok2.checkpoint import save_in_released_layout
+
+    config = Grok2Config(vocab_size=64, hidden_size=16, intermediate_size=32, moe_intermediate_size=16,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    folder = save_in_released_layout(Grok2ForCausalLM(config), tmp_path / "released")
+    with pytest.raises(CourseError, match="convert_released_checkpoint"):
+        helpers.load_model(folder, quantization="nf4", verbose=False)
 
 
 def test_refuses_grok2_here_before_downloading():

@@ -11,7 +11,9 @@ from .configuration_grok2 import (
     SEPARATOR_TOKEN_ID,
     Grok2Config,
 )
+from .checkpoint import convert_released_checkpoint, load_released_checkpoint, save_in_released_layout
 from .modeling_grok2 import Grok2ForCausalLM, Grok2Model
+from .tokenization_grok2 import GROK2_CHAT_TEMPLATE, tokenizer_from_tok_json
 
 register()
 
@@ -20,6 +22,11 @@ __all__ = [
     "Grok2ForCausalLM",
     "Grok2Model",
     "register",
+    "load_released_checkpoint",
+    "save_in_released_layout",
+    "convert_released_checkpoint",
+    "tokenizer_from_tok_json",
+    "GROK2_CHAT_TEMPLATE",
     "unpatched_model_type",
     "PAD_TOKEN_ID",
     "SEPARATOR_TOKEN_ID",

@@ -20,6 +20,42 @@ PAD_TOKEN_ID = 0
 SEPARATOR_TOKEN_ID = 1
 EOS_TOKEN_ID = 2
 
+# The keys of the released config.json, in the file's order (a checkpoint written "as released" has exactly these).
+RELEASED_CONFIG_KEYS = (
+    "architectures",
+    "embedding_multiplier_scale",
+    "output_multiplier_scale",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "moe_intermediate_size",
+    "max_position_embeddings",
+    "num_experts_per_tok",
+    "num_local_experts",
+    "residual_moe",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "num_hidden_layers",
+    "head_dim",
+    "rms_norm_eps",
+    "final_logit_softcapping",
+    "attn_logit_softcapping",
+    "router_logit_softcapping",
+    "rope_theta",
+    "attn_temperature_len",
+    "sliding_window_size",
+    "global_attn_every_n",
+    "model_type",
+    "torch_dtype",
+    "rope_type",
+    "original_max_position_embeddings",
+    "scaling_factor",
+    "extrapolation_factor",
+    "attn_factor",
+    "beta_fast",
+    "beta_slow",
+)
+
 # The class name that the released checkpoint, SGLang and vLLM use for Grok 2.
 RELEASED_ARCHITECTURE = "Grok1ForCausalLM"
 
@@ -133,4 +169,4 @@ class Grok2Config(PreTrainedConfig):
         return self.num_attention_heads // self.num_key_value_heads
 
 
-__all__ = ["Grok2Config", "PAD_TOKEN_ID", "SEPARATOR_TOKEN_ID", "EOS_TOKEN_ID", "RELEASED_ARCHITECTURE"]
+__all__ = ["Grok2Config", "RELEASED_CONFIG_KEYS", "PAD_TOKEN_ID", "SEPARATOR_TOKEN_ID", "EOS_TOKEN_ID", "RELEASED_ARCHITECTURE"]

@@ -1,0 +1,84 @@
+"""The released layout (TP-sharded experts, separate lm_head, model_type "git") loads to the same logits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import helpers
+from helpers.grok2 import Grok2Config, Grok2ForCausalLM
+from helpers.grok2.checkpoint import (
+    convert_released_checkpoint,
+    is_released_layout,
+    iter_released_tensors,
+    load_released_checkpoint,
+    save_in_released_layout,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = Grok2Config(
+        vocab_size=120, hidden_size=32, intermediate_size=64, moe_intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, embedding_multiplier_scale=32**0.5,
+        initializer_range=0.2,
+    )
+    return Grok2ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def released(model, tmp_path_factory):
+    return save_in_released_layout(model, tmp_path_factory.mktemp("released") / "grok-2")
+
+
+def test_layout_matches_the_release(released):
+    names = sorted(p.name for p in released.glob("*.safetensors"))
+    assert len(names) == 15 + 3 * 8  # 39 safetensors, as derived for the real checkpoint
+    assert "pytorch_model-00000-TP-common.safetensors" in names and "pytorch_model-00008-TP-007.safetensors" in names
+    config = json.loads((released / "config.json").read_text())
+    assert config["model_type"] == "git" and config["architectures"] == ["Grok1ForCausalLM"]
+    assert list(config) == list(json.loads(helpers.GROK2_RELEASED_CONFIG.read_text()))
+    assert is_released_layout(released)
+
+
+def test_expert_slices_are_stitched_in_rank_order(model, released):
+    tensors = dict(iter_released_tensors(released))
+    state = model.state_dict()
+    assert tensors.keys() == state.keys()
+    for name in ("model.layers.1.block_sparse_moe.experts.5.w1.weight", "model.layers.0.block_sparse_moe.experts.2.w2.weight"):
+        assert torch.equal(tensors[name], state[name])
+
+
+def test_released_layout_gives_the_same_logits_as_the_plain_save(model, released, tmp_path):
+    model.save_pretrained(tmp_path / "plain")
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "plain").eval()
+    streamed = load_released_checkpoint(released, dtype=torch.float32)
+    via_helpers = helpers.load_model(released, verbose=False)
+    ids = torch.randint(3, 120, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = plain(ids).logits
+        assert torch.equal(streamed(ids).logits, reference)
+        assert torch.equal(via_helpers(ids).logits, reference)
+
+
+def test_conversion_to_plain_shards(model, released, tmp_path):
+    converted = convert_released_checkpoint(released, tmp_path / "converted", max_shard_bytes=200_000)
+    assert len(list(converted.glob("model-*-of-*.safetensors"))) > 1
+    loaded = AutoModelForCausalLM.from_pretrained(converted).eval()
+    ids = torch.arange(3, 13)[None]
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_missing_slice_is_reported(released, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(released, broken)
+    (broken / "pytorch_model-00007-TP-003.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        list(iter_released_tensors(broken))
