@@ -300,19 +300,28 @@ class Grok2DecoderLayer(GradientCheckpointingLayer):
 
 
 def build_attention_mask(
-    padding_mask: torch.Tensor | None, query_len: int, kv_len: int, batch: int, device: torch.device
+    padding_mask: torch.Tensor | None, past: int, query_len: int, kv_len: int, batch: int, device: torch.device
 ) -> torch.Tensor:
     """Boolean mask [batch, 1, query, kv]: True where a query may look at a key.
 
-    Causality is by cache slot (queries are the last `query_len` of `kv_len` slots). `padding_mask` is the usual 2D
-    attention mask over all kv slots (0 = padding). A padding query whose row would be empty keeps its own slot so
-    the softmax stays finite; no real token ever attends to it.
+    Causality is by cache slot: the queries sit in slots past .. past+query_len-1 of a cache with `kv_len` slots
+    (a static cache has more slots than tokens so far; the extra ones are in the future, hence masked).
+    `padding_mask` is the usual 2D attention mask over the slots filled so far (0 = padding). A padding query whose
+    row would be empty keeps its own slot so the softmax stays finite; no real token ever attends to it.
     """
-    query_slots = torch.arange(kv_len - query_len, kv_len, device=device)
+    query_slots = torch.arange(past, past + query_len, device=device)
     key_slots = torch.arange(kv_len, device=device)
+    if padding_mask is not None and padding_mask.dim() == 4:
+        # `generate` with a static cache hands over a ready 4D mask (bool, or additive floats for "eager").
+        allowed = padding_mask if padding_mask.dtype == torch.bool else padding_mask > torch.finfo(padding_mask.dtype).min / 2
+        allowed = allowed[:, 0, -query_len:, :kv_len]
+        return (allowed | (key_slots[None, None, :] == query_slots[None, :, None]))[:, None]
     allowed = (key_slots[None, :] <= query_slots[:, None])[None].expand(batch, -1, -1)
     if padding_mask is not None:
-        allowed = allowed & padding_mask[:, None, -kv_len:].bool()
+        keep = padding_mask[:, :kv_len].bool()
+        if keep.shape[-1] < kv_len:
+            keep = F.pad(keep, (0, kv_len - keep.shape[-1]), value=False)
+        allowed = allowed & keep[:, None, :]
         allowed = allowed | (key_slots[None, None, :] == query_slots[None, :, None])
     return allowed[:, None]
 
@@ -389,7 +398,7 @@ class Grok2Model(Grok2PreTrainedModel):
         batch, seq = hidden_states.shape[:2]
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
-            if attention_mask is not None:
+            if attention_mask is not None and attention_mask.dim() == 2:
                 # Left padding: the first real token is position 0, whatever slot it sits in.
                 all_positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
                 position_ids = all_positions[:, -seq:]
@@ -397,7 +406,9 @@ class Grok2Model(Grok2PreTrainedModel):
                 position_ids = torch.arange(past, past + seq, device=hidden_states.device)[None].expand(batch, -1)
         position_ids = position_ids.expand(batch, -1)
 
-        mask = build_attention_mask(attention_mask, seq, past + seq, batch, hidden_states.device)
+        # Slots the attention will see: past + seq for a growing (dynamic) cache, the full length for a static one.
+        kv_len = past_key_values.get_mask_sizes(seq, 0)[0] if past_key_values is not None else seq
+        mask = build_attention_mask(attention_mask, past, seq, kv_len, batch, hidden_states.device)
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         temperature = attention_temperature(position_ids, self.config.attn_temperature_len)
 
