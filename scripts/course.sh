@@ -70,7 +70,9 @@ case "$cmd" in
         say "Starting JupyterLab on the course (profile: ${GROK2_COURSE_PROFILE:-tiny})"
         cd "$ROOT/notebooks"
         export GROK2_COURSE_PROFILE="${GROK2_COURSE_PROFILE:-tiny}"
-        exec "$VENV/bin/jupyter" lab 00_setup.ipynb "$@"
+        extra=()
+        [ "$(id -u)" = "0" ] && extra+=(--allow-root)  # containers and cloud VMs often run as root
+        exec "$VENV/bin/jupyter" lab 00_setup.ipynb "${extra[@]}" "$@"
         ;;
     test)
         setup
