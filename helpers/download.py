@@ -162,13 +162,17 @@ def free_disk_bytes(where: str | Path) -> int:
     return min(free, int(limit)) if limit else free
 
 
+def _human(n: float) -> str:
+    return f"{n / GB:,.2f} GB" if n >= GB else f"{n / 1e6:,.2f} MB"
+
+
 def ensure_disk_space(needed_bytes: int, where: str | Path, margin: float = 1.05) -> None:
     """Refuse before downloading if `needed_bytes` (plus 5%) will not fit at `where`."""
     free = free_disk_bytes(where)
     if needed_bytes * margin > free:
         raise CourseError(
-            f"Not enough disk space: the download needs {needed_bytes / GB:,.2f} GB (+5% margin) and only "
-            f"{free / GB:,.2f} GB are free at {Path(where).resolve()}.",
+            f"Not enough disk space: the download needs {_human(needed_bytes)} (+5% margin) and only "
+            f"{_human(free)} are free at {Path(where).resolve()}.",
             "free space there, download fewer files (--include), or choose another folder (GROK2_COURSE_WORKSPACE)",
         )
 

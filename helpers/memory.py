@@ -194,5 +194,7 @@ def grok2_parameter_breakdown(config) -> dict[str, int]:
 
 
 def format_bytes(n: float) -> str:
-    """'539.0 GB (502.0 GiB)' - disk makers count in GB, memory tools in GiB; show both."""
+    """'539.0 GB (502.0 GiB)' - disk makers count in GB, memory tools in GiB; show both. Small sizes in MB."""
+    if n < GB:
+        return f"{n / 1e6:,.1f} MB ({n / 2**20:,.1f} MiB)"
     return f"{n / GB:,.1f} GB ({n / GiB:,.1f} GiB)"
