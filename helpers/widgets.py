@@ -102,7 +102,7 @@ class SamplingPlayground:
         self.max_new_tokens = widgets.IntSlider(value=32, min=1, max=128, description="max tokens")
         self.seed = widgets.IntText(value=0, description="seed")
         self.answer = widgets.HTML()
-        self.plot = widgets.Output()
+        self.plot = widgets.Image(format="png")  # a PNG: renders the same in JupyterLab, Colab and tests
         self._plt = plt
         for control in (self.temperature, self.top_p, self.top_k, self.penalty, self.max_new_tokens, self.seed):
             control.observe(lambda _: self.update(), names="value")
@@ -116,26 +116,26 @@ class SamplingPlayground:
                                 repetition_penalty=self.penalty.value, seed=self.seed.value)
 
     def update(self):
-        from IPython.display import display
-
         from .chat import generate
 
         settings = self.settings()
         tokens, before, after = next_token_distribution(self.model, self.tokenizer, self.conversation, settings, self.top)
         completion = generate(self.model, self.tokenizer, self.conversation, settings)
         self.answer.value = f"<p><b>sample:</b> {html.escape(completion.text)} <i>({completion.finish_reason})</i></p>"
-        self.plot.clear_output(wait=True)
-        with self.plot:
-            figure, axis = self._plt.subplots(figsize=(6, 3))
-            positions = range(len(tokens))
-            axis.bar([p - 0.2 for p in positions], before, width=0.4, label="model")
-            axis.bar([p + 0.2 for p in positions], after, width=0.4, label="after the knobs")
-            axis.set_xticks(list(positions), [repr(t) for t in tokens], rotation=60, fontsize=8)
-            axis.set_ylabel("probability")
-            axis.legend()
-            figure.tight_layout()
-            display(figure)
-            self._plt.close(figure)
+        import io
+
+        figure, axis = self._plt.subplots(figsize=(6, 3))
+        positions = range(len(tokens))
+        axis.bar([p - 0.2 for p in positions], before, width=0.4, label="model")
+        axis.bar([p + 0.2 for p in positions], after, width=0.4, label="after the knobs")
+        axis.set_xticks(list(positions), [repr(t) for t in tokens], rotation=60, fontsize=8)
+        axis.set_ylabel("probability")
+        axis.legend()
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80)
+        self._plt.close(figure)
+        self.plot.value = buffer.getvalue()
         self.last = (tokens, before, after, completion)
         return self.last
 
