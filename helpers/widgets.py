@@ -142,5 +142,6 @@ class SamplingPlayground:
     def _ipython_display_(self):
         from IPython.display import display
 
-        self.update()
+        if self.last is None:
+            self.update()
         display(self.box)

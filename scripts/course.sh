@@ -1,90 +1,182 @@
 #!/usr/bin/env bash
-# The course's one entry point. Needs only Python >= 3.10 with venv and pip (and apt, or an existing git-lfs, for
-# lesson 01's tests).
+# The course's one entry point. On a fresh machine it needs only Python >= 3.10 with venv and pip
+# (and apt, or git-lfs already installed, for lesson 01's tests).
 #
-#   bash scripts/course.sh lab [jupyter lab options]   set up, then open the course in JupyterLab (tiny model)
-#   bash scripts/course.sh test [pytest options]       set up, then run every test and execute every notebook
+#   bash scripts/course.sh lab  [jupyter lab options]   set up, then open lesson 00 in JupyterLab (profile tiny)
+#   bash scripts/course.sh test [pytest options]        set up, then run every test and execute every notebook
 #
-# Setup is idempotent: the virtual environment .venv is created once and re-installed only when pyproject.toml
-# (the single source of truth for versions) changes.
+# Setup is idempotent: .venv is created once, and `pip install -e ".[test]"` runs again only when pyproject.toml
+# (the single source of truth for versions) changes - a stamp file in .venv holds its hash.
+#
+# Environment: GROK2_COURSE_PROFILE (tiny | small | grok-2; lab only, default tiny), PYTHON (the interpreter that
+# creates .venv, default python3).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-PY="$VENV/bin/python"
-STAMP="$VENV/.course-installed"
+case "$(uname -s)" in
+    MINGW* | MSYS* | CYGWIN*) BIN="$VENV/Scripts" ;;  # Git Bash on Windows
+    *) BIN="$VENV/bin" ;;
+esac
+PY="$BIN/python"
+STAMP="$VENV/.grok2-course-installed"
 KERNEL_NAME="grok2-course"
+KERNEL_DISPLAY_NAME="Python (grok2-course)"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 say() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u 2>/dev/null || echo 1)" = "0" ]; }
+can_apt() { command -v apt-get >/dev/null 2>&1 && { is_root || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; }; }
+apt_install() {  # apt_install PACKAGE...: as root, or with password-less sudo; never prompts
+    local sudo=""
+    is_root || sudo="sudo -n"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3 python; do
+        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1; then
+            if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+                echo "$candidate"
+                return
+            fi
+            echo "Skipping $candidate: $("$candidate" --version 2>&1) is older than 3.10." >&2
+        fi
+    done
+    die "Python 3.10 or newer not found. Install it (python.org, your package manager, or pyenv), or set PYTHON=/path/to/python3."
+}
+
+create_venv() {
+    local python
+    python="$(find_python)"
+    say "Creating the course environment in .venv with $("$python" --version 2>&1)"
+    if "$python" -m venv "$VENV"; then
+        return
+    fi
+    rm -rf "$VENV"
+    # Debian and Ubuntu ship venv separately (python3.X-venv).
+    local venv_package
+    venv_package="python$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv"
+    if can_apt; then
+        say "Installing $venv_package with apt-get"
+        apt_install "$venv_package" || apt_install python3-venv
+        "$python" -m venv "$VENV" || die "Could not create .venv even after installing $venv_package."
+    else
+        die "Could not create a virtual environment. On Debian/Ubuntu: sudo apt-get install $venv_package"
+    fi
+}
+
+register_kernel() {
+    # A Jupyter kernel named grok2-course that runs this .venv's Python (registered again if it points elsewhere).
+    local points_here='import sys
+from jupyter_client.kernelspec import KernelSpecManager
+sys.exit(KernelSpecManager().get_kernel_spec(sys.argv[1]).argv[0] != sys.executable)'
+    if "$PY" -c "$points_here" "$KERNEL_NAME" 2>/dev/null; then
+        return
+    fi
+    "$PY" -m ipykernel install --user --name "$KERNEL_NAME" --display-name "$KERNEL_DISPLAY_NAME" >/dev/null 2>&1 ||
+        "$PY" -m ipykernel install --sys-prefix --name "$KERNEL_NAME" --display-name "$KERNEL_DISPLAY_NAME" >/dev/null ||
+        die "Could not register the Jupyter kernel $KERNEL_NAME."
+    echo "Registered the Jupyter kernel '$KERNEL_NAME' for $PY"
+}
 
 setup() {
-    local python="${PYTHON:-python3}"
-    if ! command -v "$python" >/dev/null 2>&1; then
-        echo "Python 3.10+ not found as '$python'. Install it (python.org), or set PYTHON=/path/to/python3." >&2
-        exit 1
-    fi
-    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
-        echo "The course needs Python 3.10 or newer; '$python' is $("$python" --version 2>&1)." >&2
-        exit 1
-    }
-    if [ ! -x "$PY" ]; then
-        say "Creating the course environment in .venv"
-        "$python" -m venv "$VENV" || {
-            echo "Could not create a virtual environment. On Debian/Ubuntu: sudo apt-get install python3-venv" >&2
-            exit 1
-        }
-    fi
-    local wanted
-    wanted="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
-    if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$wanted" ]; then
+    local start=$SECONDS wanted
+    [ -x "$PY" ] || create_venv
+    # The stamp: pyproject.toml's content and the venv's Python version. Any change there means pip must run again.
+    wanted="$("$PY" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest(), sys.version.split()[0])' "$ROOT/pyproject.toml")"
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ] &&
+        "$PY" -c 'import importlib.metadata as m; m.version("grok2-course")' 2>/dev/null; then
+        echo "The course environment is up to date (.venv matches pyproject.toml)."
+    else
+        rm -f "$STAMP"
+        if ! "$PY" -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (21, 3))' 2>/dev/null; then
+            say "Upgrading pip (editable installs from pyproject.toml need pip >= 21.3)"
+            "$PY" -m pip install --quiet --upgrade pip
+        fi
         say "Installing the course and its pinned packages (first time: a few minutes)"
-        "$PY" -m pip install --quiet --upgrade pip
-        "$PY" -m pip install --quiet -e "$ROOT[test]"
-        "$PY" -m ipykernel install --user --name "$KERNEL_NAME" --display-name "Python (grok2-course)" >/dev/null
-        echo "$wanted" > "$STAMP"
+        "$PY" -m pip install --quiet -e "${ROOT}[test]" || die "pip could not install the course; read the messages above."
+        echo "$wanted" >"$STAMP"
+        echo "Installed in $((SECONDS - start)) s."
     fi
+    register_kernel
 }
 
 ensure_git_lfs() {
     if git lfs version >/dev/null 2>&1; then
         return
     fi
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    if ! command -v git >/dev/null 2>&1; then
+        if can_apt; then
+            say "Installing git and git-lfs with apt-get"
+            apt_install git git-lfs && return
+        fi
+    elif can_apt; then
         say "Installing git-lfs with apt-get"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git-lfs >/dev/null
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
-        say "Installing git-lfs with sudo apt-get"
-        sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git-lfs >/dev/null
-    else
-        echo "git-lfs is missing and cannot be installed automatically. Install it (Debian/Ubuntu: sudo apt-get install" \
-             "git-lfs; macOS: brew install git-lfs), then run this again." >&2
-        exit 1
+        apt_install git-lfs && return
     fi
+    cat >&2 <<'EOF'
+
+WARNING: git-lfs is not installed, and this script cannot install it (it needs apt-get and root or password-less
+sudo). Lesson 01 and its tests need it; install it and run this again:
+  Debian/Ubuntu: sudo apt-get install git-lfs    macOS: brew install git-lfs    Windows: part of Git for Windows
+Continuing: the tests that need git-lfs will say so.
+EOF
+}
+
+run_lab() {
+    setup
+    export GROK2_COURSE_PROFILE="${GROK2_COURSE_PROFILE:-tiny}"
+    git lfs version >/dev/null 2>&1 || echo "Note: git-lfs is not installed; lesson 01 needs it (lesson 00's check says how to install it)."
+    local open=() extra=()
+    [ -f "$ROOT/notebooks/00_setup.ipynb" ] && open=(00_setup.ipynb)
+    is_root && extra=(--allow-root)  # containers and cloud VMs often run as root
+    say "Starting JupyterLab in notebooks/ (profile: $GROK2_COURSE_PROFILE; kernel: $KERNEL_NAME). Stop it with Ctrl+C."
+    cd "$ROOT/notebooks"
+    exec "$BIN/jupyter" lab ${open[@]+"${open[@]}"} ${extra[@]+"${extra[@]}"} "$@"
+}
+
+run_tests() {
+    setup
+    ensure_git_lfs
+    cd "$ROOT"
+    # Every test and notebook runs on the tiny profile, offline: nothing touches the network.
+    export GROK2_COURSE_PROFILE=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 MPLBACKEND=Agg
+    if [ -z "${GROK2_COURSE_WORKSPACE:-}" ]; then
+        export GROK2_COURSE_WORKSPACE="$ROOT/workspace/test-run"
+        rm -rf "$GROK2_COURSE_WORKSPACE"  # a clean scratch folder every run (workspace/ is git-ignored)
+    fi
+    local targets=(tests)
+    if [ -n "$(find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | head -n 1)" ]; then
+        targets+=(notebooks)
+    else
+        echo "No notebooks yet: running the tests only."
+    fi
+    say "Running the tests and executing every notebook (profile tiny, offline)"
+    local start=$SECONDS rc=0
+    "$PY" -m pytest "${targets[@]}" --nbval-lax --nbval-current-env -p no:cacheprovider --durations=10 "$@" || rc=$?
+    echo "pytest finished in $((SECONDS - start)) s with exit code $rc."
+    if [ "$rc" -eq 5 ]; then
+        die "pytest collected no tests at all (exit code 5). Something is wrong with tests/ or the options given; this is a failure, not a pass."
+    fi
+    return "$rc"
+}
+
+usage() {
+    cat >&2 <<'EOF'
+usage: bash scripts/course.sh lab  [jupyter lab options]   set up, then open the course in JupyterLab
+       bash scripts/course.sh test [pytest options]        set up, then run all tests and execute every notebook
+EOF
 }
 
 cmd="${1:-}"
-shift || true
+[ $# -gt 0 ] && shift
 case "$cmd" in
-    lab)
-        setup
-        say "Starting JupyterLab on the course (profile: ${GROK2_COURSE_PROFILE:-tiny})"
-        cd "$ROOT/notebooks"
-        export GROK2_COURSE_PROFILE="${GROK2_COURSE_PROFILE:-tiny}"
-        extra=()
-        [ "$(id -u)" = "0" ] && extra+=(--allow-root)  # containers and cloud VMs often run as root
-        exec "$VENV/bin/jupyter" lab 00_setup.ipynb "${extra[@]}" "$@"
-        ;;
-    test)
-        setup
-        ensure_git_lfs
-        say "Running the tests and executing every notebook (profile tiny, offline)"
-        cd "$ROOT"
-        export GROK2_COURSE_PROFILE=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 MPLBACKEND=Agg
-        export GROK2_COURSE_WORKSPACE="${GROK2_COURSE_WORKSPACE:-$ROOT/workspace/test-run}"
-        exec "$PY" -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider "$@"
-        ;;
-    *)
-        echo "usage: bash scripts/course.sh lab|test [options]" >&2
-        exit 2
-        ;;
+    lab) run_lab "$@" ;;
+    test) run_tests "$@" ;;
+    -h | --help | help) usage ;;
+    *) usage; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 """The tiny Grok 2's training corpus, as (question paraphrases, answer) pairs. Writes data/course_qa.jsonl.
 
+No answer may contain a control token such as <|separator|> as text: the model would stop there.
 Facts come from shared grok2-facts.md (with its sources); the wording is the course's own. Each entry is one short
 conversation in the chat format; a few carry a system prompt or a second turn so the model sees those formats too.
 Run: python scripts/course_qa_source.py
@@ -112,17 +113,17 @@ QA = [
      "It spreads layers over GPUs, then CPU and disk. Offloaded layers are correct but slow."),
     # --- tokenizer and chat format
     (["What is Grok 2's chat format?", "What prompt format does Grok 2 expect?"],
-     "Human: your question<|separator|> then two newlines, then Assistant: and the model answers."),
+     "Human: then your question, the separator token and two newlines, then Assistant: and the model answers."),
     (["What is the separator token?", "What does <|separator|> do?"],
-     "It ends every turn. Generation should stop at <|separator|>."),
+     "It ends every turn, so generation stops when the model emits the separator token, id 1."),
     (["What are Grok 2's special tokens?", "Which ids do the special tokens have?"],
-     "<|pad|> is 0, <|separator|> is 1 and <|eos|> is 2. There is no BOS token."),
+     "pad is id 0, separator is id 1 and eos is id 2. There is no BOS token."),
     (["What tokenizer does Grok 2 use?", "Where is Grok 2's tokenizer?"],
      "A tiktoken file, tokenizer.tok.json. The community tokenizer.json is alvarobartt/grok-2-tokenizer."),
     (["Is Grok 2.5 a chat model?", "Is Grok 2 post-trained?"],
      "Yes, it is post-trained: always use its chat template."),
     (["How do I write a system prompt?", "What is the system format?"],
-     "System: your instructions<|separator|> then two newlines, before the first Human turn."),
+     "System: then your instructions and the separator token, before the first Human turn."),
     # --- serving
     (["How do I serve Grok 2.5?", "What is the official way to run Grok 2?"],
      "With SGLang: python3 -m sglang.launch_server --model the folder --tp 8 --quantization fp8 --attention-backend triton."),
