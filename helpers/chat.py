@@ -134,6 +134,18 @@ def _inputs(tokenizer, prompts: list[str], device):
 # --------------------------------------------------------------------------------------------------- generation
 
 
+def _generation_arguments(model, tokenizer, settings: SamplingSettings, stop_event: threading.Event | None) -> dict:
+    """What every `model.generate` call here passes: the knobs, stop ids and strings, padding, the stop event."""
+    return dict(
+        **settings.generate_kwargs(),
+        eos_token_id=stop_token_ids(model, tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        stop_strings=[s for s in settings.stop if s] or None,
+        tokenizer=tokenizer,
+        stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop_event)]) if stop_event else None,
+    )
+
+
 @torch.no_grad()
 def generate_batch(model, tokenizer, conversations: list, settings: SamplingSettings = SamplingSettings(),
                    stop_event: threading.Event | None = None) -> list[Completion]:
@@ -142,17 +154,8 @@ def generate_batch(model, tokenizer, conversations: list, settings: SamplingSett
     inputs = _inputs(tokenizer, prompts, model.device)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    criteria = StoppingCriteriaList([_StopOnEvent(stop_event)]) if stop_event else None
     started = time.perf_counter()
-    output = model.generate(
-        **inputs,
-        **settings.generate_kwargs(),
-        eos_token_id=stop_token_ids(model, tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        stop_strings=[s for s in settings.stop if s] or None,
-        tokenizer=tokenizer,
-        stopping_criteria=criteria,
-    )
+    output = model.generate(**inputs, **_generation_arguments(model, tokenizer, settings, stop_event))
     seconds = time.perf_counter() - started
     width = inputs["input_ids"].shape[1]
     stops = set(stop_token_ids(model, tokenizer))
@@ -200,16 +203,8 @@ class Stream:
             if self.settings.seed is not None:
                 torch.manual_seed(self.settings.seed)
             with torch.no_grad():
-                self._output = self.model.generate(
-                    **inputs,
-                    **self.settings.generate_kwargs(),
-                    eos_token_id=stop_token_ids(self.model, self.tokenizer),
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    stop_strings=[s for s in self.settings.stop if s] or None,
-                    tokenizer=self.tokenizer,
-                    stopping_criteria=StoppingCriteriaList([_StopOnEvent(self.stop_event)]),
-                    streamer=self._streamer,
-                )
+                arguments = _generation_arguments(self.model, self.tokenizer, self.settings, self.stop_event)
+                self._output = self.model.generate(**inputs, **arguments, streamer=self._streamer)
             self._prompt_tokens = inputs["input_ids"].shape[1]
         except BaseException as error:  # surfaced to the reader in __iter__
             self._error = error
