@@ -33,6 +33,10 @@ BYTES_PER_PARAM = {
     "fp4": (4 + 8 / 64 + 32 / (64 * 256)) / 8,
 }
 QUANTIZED_PRECISIONS = ("fp8", "int8", "nf4", "fp4")
+# Per quantized matrix, bitsandbytes' 4-bit format also keeps its code books: 256 fp32 values for the double
+# quantization of the scales, the 16 fp32 levels of NF4/FP4, and an fp32 offset. Nothing for a 270B model; most of
+# the overhead for a toy one.
+FOUR_BIT_BYTES_PER_MATRIX = 256 * 4 + 16 * 4 + 4
 
 # Modules kept in 16-bit when the rest is quantized (helpers.loading does the same): the LM head (its errors land
 # directly on the logits) and MoE routers (tiny, and a flipped expert choice changes the whole token's computation).
@@ -74,6 +78,7 @@ class MemoryPlan:
     expert_params: int
     embedding_params: int
     quantizable_params: int  # matrices that 8/4-bit quantization would shrink (see DEFAULT_KEEP_UNQUANTIZED)
+    quantizable_matrices: int
     num_layers: int
     kv_heads: int
     head_dim: int
@@ -87,7 +92,12 @@ class MemoryPlan:
         if precision not in QUANTIZED_PRECISIONS:
             return self.total_params * BYTES_PER_PARAM[precision]
         rest = self.total_params - self.quantizable_params
-        return self.quantizable_params * BYTES_PER_PARAM[precision] + rest * BYTES_PER_PARAM["bf16"]
+        return self.quantized_matrix_bytes(precision) + rest * BYTES_PER_PARAM["bf16"]
+
+    def quantized_matrix_bytes(self, precision: str) -> float:
+        """Bytes of the quantizable matrices alone at `precision` (what lesson 03 measures on the loaded model)."""
+        overhead = self.quantizable_matrices * FOUR_BIT_BYTES_PER_MATRIX if precision in ("nf4", "fp4") else 0
+        return self.quantizable_params * BYTES_PER_PARAM[precision] + overhead
 
     def kv_cache_bytes_per_token(self, bytes_per_value: float = 2.0) -> float:
         """Keys and values of one token in every layer: 2 x layers x kv_heads x head_dim values."""
@@ -140,7 +150,7 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     num_experts = int(getattr(text_config, "num_local_experts", 0) or getattr(text_config, "num_experts", 0) or 0)
     top_k = int(getattr(text_config, "num_experts_per_tok", 0) or 0)
-    total = expert = embedding = quantizable = 0
+    total = expert = embedding = quantizable = matrices = 0
     seen: set[int] = set()
     for param_name, param in model.named_parameters(remove_duplicate=False):
         if id(param) in seen:  # tied embeddings count once
@@ -154,6 +164,7 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
             embedding += n
         if _is_quantizable(param_name, param, DEFAULT_KEEP_UNQUANTIZED):
             quantizable += n
+            matrices += 1
     active = total - expert + (expert * top_k // num_experts if num_experts else 0)
     num_heads = text_config.num_attention_heads
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // num_heads
@@ -164,6 +175,7 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
         expert_params=expert,
         embedding_params=embedding,
         quantizable_params=quantizable,
+        quantizable_matrices=matrices,
         num_layers=text_config.num_hidden_layers,
         kv_heads=getattr(text_config, "num_key_value_heads", None) or num_heads,
         head_dim=head_dim,
