@@ -1,8 +1,20 @@
-"""Talking to the model: the chat template, sampling settings, stop strings, streaming, batches.
+"""Talking to the model: the chat template, sampling settings, stop strings and ids, streaming, batches.
 
-Everything here works on messages (`[{"role": "user", "content": ...}, ...]`) or a raw prompt string, and returns
-plain data (`Completion`) with the text, why generation stopped, and token counts - what a chat widget shows and what
-an OpenAI-compatible server returns. Widgets (helpers.widgets) and servers build on this module, never the reverse.
+Everything here takes a conversation - a list of messages (`[{"role": "user", "content": ...}, ...]`, rendered with
+the tokenizer's chat template) or a raw prompt string (sent as it is) - plus `SamplingSettings`, and returns plain
+data: a `Completion` with the text, why generation stopped ("stop" / "length") and the token counts. That is what a
+chat widget shows and what an OpenAI-compatible server returns, so widgets (helpers.widgets) and the server both build
+on this module, never the reverse:
+
+    done = generate(model, tokenizer, messages, SamplingSettings(temperature=0.7, seed=0))
+    done.text, done.finish_reason, done.usage           # reply, "stop"/"length", prompt/completion/total tokens
+
+    live = stream(model, tokenizer, messages, settings)  # generation runs in a background thread
+    for piece in live:                                   # text as it is produced, token by token
+        ...                                              # live.stop() ends it early (Stop button, client hung up)
+    live.completion                                      # the same Completion as generate() returns
+
+    generate_batch(model, tokenizer, [messages_a, messages_b], settings)  # left-padded batch, one Completion each
 """
 
 from __future__ import annotations
@@ -10,15 +22,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-SEPARATOR = "<|separator|>"
-EOS = "<|eos|>"
+SEPARATOR = "<|separator|>"  # ends every turn (id 1 in Grok 2)
+EOS = "<|eos|>"  # end of sequence (id 2)
 
-# What Grok 2's template produces (facts 2.3), kept in one place: the tests and the lesson compare against these.
+# The magazine article's example prompt (lesson 04 compares its raw use with the chat template).
+ARTICLE_PROMPT = "Explique-moi la différence entre Grok 2.5 et Grok 3."
+
+# What Grok 2's chat template produces (facts 2.3), kept in one place: the tests and lesson 04 compare against these.
+# The generation prompt is "Assistant:" with no space; earlier answers are written "Assistant: " + content.
 REFERENCE_RENDERINGS = {
     "single_turn": (
         [{"role": "user", "content": "What is your name?"}],
@@ -32,10 +48,14 @@ REFERENCE_RENDERINGS = {
     ),
     "multi_turn": (
         [{"role": "user", "content": "What is Grok 2's hidden size?"},
-         {"role": "assistant", "content": " The hidden size is 8192."},
+         {"role": "assistant", "content": "The hidden size is 8192."},
          {"role": "user", "content": "How many layers does Grok 2 have?"}],
-        "Human: What is Grok 2's hidden size?<|separator|>\n\nAssistant:  The hidden size is 8192.<|separator|>\n\n"
+        "Human: What is Grok 2's hidden size?<|separator|>\n\nAssistant: The hidden size is 8192.<|separator|>\n\n"
         "Human: How many layers does Grok 2 have?<|separator|>\n\nAssistant:",
+    ),
+    "article": (
+        [{"role": "user", "content": ARTICLE_PROMPT}],
+        "Human: Explique-moi la différence entre Grok 2.5 et Grok 3.<|separator|>\n\nAssistant:",
     ),
 }
 
@@ -46,13 +66,15 @@ class SamplingSettings:
 
     max_new_tokens: int = 64
     temperature: float = 0.0
-    top_p: float = 1.0  # keep the smallest set of tokens whose probabilities add up to top_p
+    top_p: float = 1.0  # keep the smallest set of tokens whose probabilities add up to top_p (1: no limit)
     top_k: int = 0  # keep only the k most likely tokens (0: no limit)
     repetition_penalty: float = 1.0  # > 1 makes tokens already in the text less likely
     stop: tuple[str, ...] = (SEPARATOR,)  # stop strings: generation ends when one appears; it is not returned
+    stop_token_ids: tuple[int, ...] | None = None  # None: the model's own (Grok 2: <|separator|> 1, <|eos|> 2)
     seed: int | None = None  # fixes the random draws of sampling
 
     def generate_kwargs(self) -> dict:
+        """The knobs as `model.generate` arguments."""
         sampling = self.temperature > 0
         kwargs = dict(max_new_tokens=self.max_new_tokens, do_sample=sampling, repetition_penalty=self.repetition_penalty)
         if sampling:
@@ -64,31 +86,70 @@ class SamplingSettings:
 
 @dataclass
 class Completion:
-    text: str
-    finish_reason: str  # "stop" (a stop string or stop id) or "length" (max_new_tokens reached)
+    """One answer and its accounting (what an OpenAI-compatible server puts in `choices[0]` and `usage`)."""
+
+    text: str  # the reply, without stop strings, stop ids or padding
+    finish_reason: str  # "stop" (a stop string or stop id, or stopped early) or "length" (max_new_tokens reached)
     prompt_tokens: int
-    completion_tokens: int
-    seconds: float = 0.0
-    first_token_seconds: float | None = None
+    completion_tokens: int  # generated tokens, the final stop id included
+    seconds: float = 0.0  # wall time of the generation (a whole batch for generate_batch)
+    first_token_seconds: float | None = None  # time to first token (streams only)
     token_ids: list[int] = field(default_factory=list)
+    interrupted: bool = False  # ended by stop() / a stop event, not by the model
 
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def usage(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+    @property
+    def message(self) -> dict:
+        """The reply as the next message of the conversation."""
+        return {"role": "assistant", "content": self.text}
+
 
 # ------------------------------------------------------------------------------------------------------- prompts
 
 
-def render(tokenizer, messages: list[dict] | str, add_generation_prompt: bool = True) -> str:
+def render(tokenizer, conversation: list[dict] | str, add_generation_prompt: bool = True) -> str:
     """The exact text the model receives. A string is taken as a raw prompt (no template)."""
-    if isinstance(messages, str):
-        return messages
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    if isinstance(conversation, str):
+        return conversation
+    return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """Ids that end generation: the model's eos ids (Grok 2: <|separator|> and <|eos|>) plus the tokenizer's eos."""
+def special_token_ids(tokenizer) -> set[int]:
+    """Ids of the tokenizer's special tokens (<|pad|>, <|separator|>, <|eos|>, ... for Grok 2)."""
+    ids = set(tokenizer.all_special_ids)
+    ids.update(i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special)
+    return ids
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    id: int
+    text: str
+    special: bool
+
+
+def token_pieces(tokenizer, text: str) -> list[TokenPiece]:
+    """`text` as the model sees it: one entry per token, with its id and whether it is a special token.
+
+    No special tokens are added (Grok 2 has no BOS): the ids are exactly what `generate` receives."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    special = special_token_ids(tokenizer)
+    return [TokenPiece(i, tokenizer.decode([i]), i in special) for i in ids]
+
+
+def stop_token_ids(model, tokenizer, settings: SamplingSettings | None = None) -> list[int]:
+    """Ids that end generation: `settings.stop_token_ids` if given, else the model's eos ids (Grok 2: <|separator|>
+    and <|eos|>) plus the tokenizer's own."""
+    if settings is not None and settings.stop_token_ids is not None:
+        return list(settings.stop_token_ids)
     ids = model.generation_config.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
     for token in (SEPARATOR, EOS, tokenizer.eos_token):
@@ -107,7 +168,7 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
 
 def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest end of `text` that is the beginning of a stop string."""
-    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    return max((k for s in stops if s for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
 
 
 def _clean(text: str, tokenizer) -> str:
@@ -116,14 +177,24 @@ def _clean(text: str, tokenizer) -> str:
     return text
 
 
+def _template_space(text: str, conversation) -> int:
+    """1 if `text` starts with the space that belongs to the template, else 0.
+
+    The generation prompt ends with "Assistant:" and no space, so the model's first token carries one (" 8"); the
+    template writes earlier answers as "Assistant: " + content. Dropping that one space makes a reply, sent back as
+    the next message, render exactly as the model saw answers in training."""
+    return 1 if not isinstance(conversation, str) and text.startswith(" ") else 0
+
+
 class _StopOnEvent(StoppingCriteria):
     """Lets another thread end a generation early (the chat widget's Stop button, a client that hung up)."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, *events: threading.Event):
+        self.events = events
 
     def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stop = any(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def _inputs(tokenizer, prompts: list[str], device):
@@ -134,22 +205,24 @@ def _inputs(tokenizer, prompts: list[str], device):
 # --------------------------------------------------------------------------------------------------- generation
 
 
-def _generation_arguments(model, tokenizer, settings: SamplingSettings, stop_event: threading.Event | None) -> dict:
-    """What every `model.generate` call here passes: the knobs, stop ids and strings, padding, the stop event."""
+def _generation_arguments(model, tokenizer, settings: SamplingSettings, *stop_events: threading.Event | None) -> dict:
+    """What every `model.generate` call here passes: the knobs, stop ids and strings, padding, the stop events."""
+    events = [event for event in stop_events if event is not None]
     return dict(
         **settings.generate_kwargs(),
-        eos_token_id=stop_token_ids(model, tokenizer),
+        eos_token_id=stop_token_ids(model, tokenizer, settings) or None,
         pad_token_id=tokenizer.pad_token_id,
         stop_strings=[s for s in settings.stop if s] or None,
         tokenizer=tokenizer,
-        stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop_event)]) if stop_event else None,
+        stopping_criteria=StoppingCriteriaList([_StopOnEvent(*events)]) if events else None,
     )
 
 
 @torch.no_grad()
 def generate_batch(model, tokenizer, conversations: list, settings: SamplingSettings = SamplingSettings(),
                    stop_event: threading.Event | None = None) -> list[Completion]:
-    """Several prompts in one batch (left-padded, so every prompt ends at the same position)."""
+    """Several conversations in one batch (left-padded, so every prompt ends at the same position): one Completion
+    each, identical to one-by-one greedy generation. Setting `stop_event` from another thread ends the batch early."""
     prompts = [render(tokenizer, c) for c in conversations]
     inputs = _inputs(tokenizer, prompts, model.device)
     if settings.seed is not None:
@@ -158,21 +231,27 @@ def generate_batch(model, tokenizer, conversations: list, settings: SamplingSett
     output = model.generate(**inputs, **_generation_arguments(model, tokenizer, settings, stop_event))
     seconds = time.perf_counter() - started
     width = inputs["input_ids"].shape[1]
-    stops = set(stop_token_ids(model, tokenizer))
+    stops = set(stop_token_ids(model, tokenizer, settings))
+    pad = tokenizer.pad_token_id
+    interrupted = stop_event is not None and stop_event.is_set()
     results = []
-    for row, prompt_mask in zip(output, inputs["attention_mask"]):
+    for conversation, row, prompt_mask in zip(conversations, output, inputs["attention_mask"]):
         new = row[width:].tolist()
         kept = []
-        for token in new:  # up to and including the first stop id; later ones are batch padding
+        for token in new:  # up to and including the first stop id; what follows is batch padding
             kept.append(token)
             if token in stops:
                 break
+        if pad is not None and pad not in stops:  # a row ended by a stop string is padded while the others go on
+            while kept and kept[-1] == pad:
+                kept.pop()
         ended_on_id = bool(kept) and kept[-1] in stops
         raw = tokenizer.decode(kept[:-1] if ended_on_id else kept, skip_special_tokens=False)
-        text, stopped = _cut_at_stop(raw, settings.stop)
-        interrupted = stop_event is not None and stop_event.is_set()
+        text, stopped = _cut_at_stop(_clean(raw, tokenizer), settings.stop)
+        text = text[_template_space(text, conversation):]
         finish = "stop" if stopped or ended_on_id or interrupted else "length"
-        results.append(Completion(_clean(text, tokenizer), finish, int(prompt_mask.sum()), len(kept), seconds, token_ids=kept))
+        results.append(Completion(text, finish, int(prompt_mask.sum()), len(kept), seconds, token_ids=kept,
+                                  interrupted=interrupted and not (stopped or ended_on_id)))
     return results
 
 
@@ -181,87 +260,159 @@ def generate(model, tokenizer, conversation, settings: SamplingSettings = Sampli
     return generate_batch(model, tokenizer, [conversation], settings)[0]
 
 
+class _TokenStreamer(TextIteratorStreamer):
+    """transformers' TextIteratorStreamer, handing over text after every token (the stock one waits for a space, so
+    it streams word by word), holding back only half of a multi-byte character, and never showing the stop ids."""
+
+    def __init__(self, tokenizer, hidden_ids, timeout: float):
+        super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=False)
+        self.hidden = set(hidden_ids)
+
+    def put(self, value):
+        if self.skip_prompt and self.next_tokens_are_prompt:
+            self.next_tokens_are_prompt = False
+            return
+        self.token_cache.extend(i for i in value.reshape(-1).tolist() if i not in self.hidden)
+        text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
+            return
+        printable = text[self.print_len :]
+        if text.endswith("\n"):  # start afresh, so decoding stays short on long answers
+            self.token_cache, self.print_len = [], 0
+        else:
+            self.print_len = len(text)
+        self.on_finalized_text(printable)
+
+
 class Stream:
     """Iterate to receive the answer piece by piece as it is generated; `.completion` holds the totals afterwards.
 
-    Generation runs in a background thread (transformers' TextIteratorStreamer); `stop()` ends it early and the
-    thread is always joined, so nothing is left running.
+    Generation runs in a background thread and hands text over through transformers' TextIteratorStreamer. `stop()`,
+    or setting the caller's `stop_event` (only read here, never set), ends it early, between two tokens; the thread is
+    always joined, even when the reader stops iterating, so nothing is left running. Greedy streaming yields exactly
+    the text of `generate`.
     """
 
-    def __init__(self, model, tokenizer, conversation, settings: SamplingSettings = SamplingSettings()):
+    def __init__(self, model, tokenizer, conversation, settings: SamplingSettings = SamplingSettings(),
+                 stop_event: threading.Event | None = None, timeout: float = 600):
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        self.conversation = conversation
         self.prompt = render(tokenizer, conversation)
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event  # the caller's (a server's "client went away"), only read
+        self._halt = threading.Event()  # ours: stop(), or a reader that went away
         self.completion: Completion | None = None
+        self._interrupted = False
         self._error: BaseException | None = None
-        self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=False, timeout=600)
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._output = None
+        self._prompt_tokens = 0
+        self._streamer = _TokenStreamer(tokenizer, stop_token_ids(model, tokenizer, settings), timeout)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="helpers.chat.Stream")
 
     def _run(self):
         try:
             inputs = _inputs(self.tokenizer, [self.prompt], self.model.device)
+            self._prompt_tokens = int(inputs["input_ids"].shape[1])
             if self.settings.seed is not None:
                 torch.manual_seed(self.settings.seed)
             with torch.no_grad():
-                arguments = _generation_arguments(self.model, self.tokenizer, self.settings, self.stop_event)
+                arguments = _generation_arguments(self.model, self.tokenizer, self.settings, self._halt, self.stop_event)
                 self._output = self.model.generate(**inputs, **arguments, streamer=self._streamer)
-            self._prompt_tokens = inputs["input_ids"].shape[1]
-        except BaseException as error:  # surfaced to the reader in __iter__
+        except BaseException as error:  # handed to the reader in __iter__
             self._error = error
             self._streamer.end()
 
     def stop(self) -> None:
-        self.stop_event.set()
+        """End the generation after the current token (safe to call from any thread, any number of times)."""
+        if self.completion is None:
+            self._interrupted = True
+        self._halt.set()
+
+    def _external_stop(self) -> bool:
+        return self._interrupted or (self.stop_event is not None and self.stop_event.is_set())
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def __iter__(self) -> Iterator[str]:
+        if self._thread.ident is not None:
+            raise RuntimeError("A Stream can be read only once; call stream(...) again for a new answer.")
+        stops = self.settings.stop
         started = time.perf_counter()
         first = None
-        text, sent, stopped = "", 0, False
+        text, sent, stopped, offset = "", 0, False, 0
         self._thread.start()
         try:
             for piece in self._streamer:
-                if first is None and piece:
+                if not piece:
+                    continue
+                if first is None:
                     first = time.perf_counter() - started
                 text += piece
-                visible, stopped = _cut_at_stop(_clean(text, self.tokenizer), self.settings.stop)
+                visible, stopped = _cut_at_stop(_clean(text, self.tokenizer), stops)
+                offset = _template_space(visible, self.conversation)
                 # Hold back a tail that might be the start of a stop string ("<|sep" of "<|separator|>").
-                ready = len(visible) if stopped else max(sent, len(visible) - _partial_stop(visible, self.settings.stop))
-                if ready > sent:
-                    yield visible[sent:ready]
+                ready = len(visible) if stopped else len(visible) - _partial_stop(visible, stops)
+                start = max(sent, offset)
+                if ready > start:
+                    yield visible[start:ready]
                     sent = ready
                 if stopped:
-                    self.stop_event.set()
+                    break
         finally:
-            self.stop_event.set()
+            if stopped or self._thread.is_alive():
+                self._halt.set()  # the reader has what it wants, or went away: end the generation
             self._thread.join()
         if self._error is not None:
             raise self._error
-        visible, stopped = _cut_at_stop(_clean(text, self.tokenizer), self.settings.stop)
-        if len(visible) > sent:
-            yield visible[sent:]
+        visible, stopped = _cut_at_stop(_clean(text, self.tokenizer), stops)
+        offset = _template_space(visible, self.conversation)
+        if len(visible) > max(sent, offset):
+            yield visible[max(sent, offset):]
         new = self._output[0, self._prompt_tokens :].tolist()
-        stops = set(stop_token_ids(self.model, self.tokenizer))
-        ended_on_id = bool(new) and new[-1] in stops
+        ended_on_id = bool(new) and new[-1] in set(stop_token_ids(self.model, self.tokenizer, self.settings))
         finish = "stop" if stopped or ended_on_id or len(new) < self.settings.max_new_tokens else "length"
-        self.completion = Completion(visible, finish, self._prompt_tokens, len(new), time.perf_counter() - started, first, new)
+        self.completion = Completion(visible[offset:], finish, self._prompt_tokens, len(new),
+                                     time.perf_counter() - started, first, new,
+                                     interrupted=self._external_stop() and not (stopped or ended_on_id))
 
 
-def stream(model, tokenizer, conversation, settings: SamplingSettings = SamplingSettings()) -> Stream:
-    return Stream(model, tokenizer, conversation, settings)
+def stream(model, tokenizer, conversation, settings: SamplingSettings = SamplingSettings(),
+           stop_event: threading.Event | None = None) -> Stream:
+    """Start streaming an answer: iterate over the result for text pieces; `.stop()` ends it; `.completion` after."""
+    return Stream(model, tokenizer, conversation, settings, stop_event)
 
 
 # --------------------------------------------------------------------------------------- the next-token distribution
 
 
-@torch.no_grad()
-def next_token_distribution(model, tokenizer, conversation, settings: SamplingSettings, top: int = 12):
-    """Probabilities of the next token before and after the sampling knobs (temperature, top-k, top-p, penalty).
+@dataclass
+class NextTokenDistribution:
+    """The next token's probabilities, as the model gives them and after each sampling knob in turn."""
 
-    Returns (tokens, raw probabilities, adjusted probabilities) for the `top` most likely raw tokens: what the plots in
-    the lesson show. Uses transformers' own logits processors, so it is exactly what `generate` samples from.
-    """
+    tokens: list[str]  # the `top` most likely tokens according to the model, most likely first
+    token_ids: list[int]
+    stages: dict[str, list[float]]  # "model", then e.g. "repetition_penalty=1.3", "temperature=0.7", "top_k=5" ...
+
+    @property
+    def before(self) -> list[float]:
+        return next(iter(self.stages.values()))
+
+    @property
+    def after(self) -> list[float]:
+        return list(self.stages.values())[-1]
+
+    def __iter__(self):  # tokens, before, after = next_token_distribution(...)
+        return iter((self.tokens, self.before, self.after))
+
+
+@torch.no_grad()
+def next_token_distribution(model, tokenizer, conversation, settings: SamplingSettings,
+                            top: int = 12) -> NextTokenDistribution:
+    """Probabilities of the next token before and after each knob (repetition penalty, temperature, top-k, top-p;
+    greedy puts everything on one token). Uses transformers' own logits processors, in the order `generate` applies
+    them, so the last stage is exactly what `generate` samples from."""
     from transformers.generation.logits_process import (
-        LogitsProcessorList,
         RepetitionPenaltyLogitsProcessor,
         TemperatureLogitsWarper,
         TopKLogitsWarper,
@@ -270,26 +421,65 @@ def next_token_distribution(model, tokenizer, conversation, settings: SamplingSe
 
     inputs = _inputs(tokenizer, [render(tokenizer, conversation)], model.device)
     logits = model(**inputs).logits[:, -1].float()
-    processors = LogitsProcessorList()
+    steps = []
     if settings.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+        steps.append((f"repetition_penalty={settings.repetition_penalty:g}",
+                      RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)))
     if settings.temperature > 0:
-        processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.temperature != 1.0:  # as in generate: temperature 1 changes nothing and is skipped
+            steps.append((f"temperature={settings.temperature:g}", TemperatureLogitsWarper(settings.temperature)))
         if settings.top_k:
-            processors.append(TopKLogitsWarper(settings.top_k))
+            steps.append((f"top_k={settings.top_k}", TopKLogitsWarper(settings.top_k)))
         if settings.top_p < 1.0:
-            processors.append(TopPLogitsWarper(settings.top_p))
-    adjusted = processors(inputs["input_ids"], logits.clone())
-    raw_p = torch.softmax(logits, -1)[0]
-    if settings.temperature > 0:
-        new_p = torch.softmax(adjusted, -1)[0]
-    else:  # greedy: all the probability on the top token
-        new_p = torch.zeros_like(raw_p)
-        new_p[adjusted[0].argmax()] = 1.0
-    order = torch.argsort(raw_p, descending=True)[:top]
-    tokens = [tokenizer.decode([i]) for i in order.tolist()]
-    return tokens, raw_p[order].tolist(), new_p[order].tolist()
+            steps.append((f"top_p={settings.top_p:g}", TopPLogitsWarper(settings.top_p)))
+    probabilities = {"model": torch.softmax(logits, -1)[0]}
+    current = logits.clone()
+    for name, processor in steps:
+        current = processor(inputs["input_ids"], current)
+        probabilities[name] = torch.softmax(current, -1)[0]
+    if settings.temperature <= 0:  # greedy: all the probability on the top token
+        greedy = torch.zeros_like(probabilities["model"])
+        greedy[current[0].argmax()] = 1.0
+        probabilities["greedy"] = greedy
+    order = torch.argsort(probabilities["model"], descending=True)[:top]
+    return NextTokenDistribution(
+        tokens=[tokenizer.decode([i]) for i in order.tolist()],
+        token_ids=order.tolist(),
+        stages={name: p[order].tolist() for name, p in probabilities.items()},
+    )
 
 
-def with_settings(settings: SamplingSettings, **changes) -> SamplingSettings:
-    return replace(settings, **changes)
+# ------------------------------------------------------------------------------------------------------ batching
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """Serving the same conversations `batch_size` at a time (see measure_batching)."""
+
+    batch_size: int
+    seconds: float  # best of the repeats, for all the conversations
+    sequences_per_second: float
+    tokens_per_second: float  # generated tokens (padding excluded) per second
+    completion_tokens: int
+
+
+@torch.no_grad()
+def measure_batching(model, tokenizer, conversations: list, batch_sizes=(1, 2, 4, 8),
+                     settings: SamplingSettings = SamplingSettings(), repeats: int = 3) -> list[BatchTiming]:
+    """Answer the same conversations one at a time, then 2, 4, 8... at a time (left-padded batches), and time it.
+
+    Each size runs once to warm up, then `repeats` times; the best time counts (a shared machine only ever slows
+    a run down). The answers are the same at every size, so the sizes compare like for like."""
+    timings = []
+    for size in batch_sizes:
+        groups = [conversations[i : i + size] for i in range(0, len(conversations), size)]
+        best, tokens = float("inf"), 0
+        for attempt in range(repeats + 1):
+            started = time.perf_counter()
+            completions = [c for group in groups for c in generate_batch(model, tokenizer, group, settings)]
+            seconds = time.perf_counter() - started
+            if attempt:  # the first run is the warm-up
+                best = min(best, seconds)
+            tokens = sum(c.completion_tokens for c in completions)
+        timings.append(BatchTiming(size, best, len(conversations) / best, tokens / best, tokens))
+    return timings

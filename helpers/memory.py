@@ -61,11 +61,17 @@ def _is_expert_parameter(name: str, param: torch.Tensor, num_experts: int) -> bo
 
 
 def _is_quantizable(name: str, param: torch.Tensor, keep: tuple[str, ...]) -> bool:
-    # bitsandbytes quantizes the weight matrices of Linear layers (and 3D expert tensors); embeddings, norms and the
-    # modules in `keep` stay in 16 bits.
-    if param.ndim < 2 or "embed" in name or any(k in name for k in keep):
+    # bitsandbytes quantizes the weight matrices of nn.Linear layers, nothing else: embeddings, norms, the modules in
+    # `keep` and the 3D expert tensors of transformers v5 MoEs (`experts.gate_up_proj`, not a Linear) stay in 16 bits.
+    if param.ndim != 2 or "embed" in name or any(k in name for k in keep):
         return False
     return True
+
+
+def _is_stacked_expert_tensor(name: str, param: torch.Tensor, keep: tuple[str, ...]) -> bool:
+    # One 3D tensor holding every expert of a layer. FP8 engines (SGLang/vLLM --quantization fp8) quantize these too;
+    # bitsandbytes does not.
+    return param.ndim == 3 and "embed" not in name and not any(k in name for k in keep)
 
 
 @dataclass(frozen=True)
@@ -77,25 +83,31 @@ class MemoryPlan:
     active_params: int  # touched per token: everything but the experts that are not chosen
     expert_params: int
     embedding_params: int
-    quantizable_params: int  # matrices that 8/4-bit quantization would shrink (see DEFAULT_KEEP_UNQUANTIZED)
+    quantizable_params: int  # weights of the 2D matrices bitsandbytes' 8/4-bit shrinks (see DEFAULT_KEEP_UNQUANTIZED)
     quantizable_matrices: int
     num_layers: int
     kv_heads: int
     head_dim: int
     num_experts: int
     experts_per_token: int
+    # 3D expert tensors (transformers v5 MoEs): bitsandbytes leaves them in 16 bits, FP8 engines quantize them
+    stacked_expert_params: int = 0
 
     def weight_bytes(self, precision: str = "bf16") -> float:
-        """Weights at `precision`. Quantized precisions keep embeddings, norms, router and LM head in 16 bits."""
+        """Weights at `precision`. Quantized precisions keep embeddings, norms, router and LM head in 16 bits; the
+        bitsandbytes ones (int8/nf4/fp4) also keep 3D stacked expert tensors in 16 bits, FP8 quantizes them."""
         if precision not in BYTES_PER_PARAM:
             raise ValueError(f"Unknown precision {precision!r}; choose from {', '.join(BYTES_PER_PARAM)}.")
         if precision not in QUANTIZED_PRECISIONS:
             return self.total_params * BYTES_PER_PARAM[precision]
+        if precision == "fp8":
+            shrunk = self.quantizable_params + self.stacked_expert_params
+            return shrunk * BYTES_PER_PARAM["fp8"] + (self.total_params - shrunk) * BYTES_PER_PARAM["bf16"]
         rest = self.total_params - self.quantizable_params
         return self.quantized_matrix_bytes(precision) + rest * BYTES_PER_PARAM["bf16"]
 
     def quantized_matrix_bytes(self, precision: str) -> float:
-        """Bytes of the quantizable matrices alone at `precision` (what lesson 03 measures on the loaded model)."""
+        """Bytes of the 2D matrices bitsandbytes quantizes, alone, at `precision` (what lesson 03 measures)."""
         overhead = self.quantizable_matrices * FOUR_BIT_BYTES_PER_MATRIX if precision in ("nf4", "fp4") else 0
         return self.quantizable_params * BYTES_PER_PARAM[precision] + overhead
 
@@ -150,7 +162,7 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     num_experts = int(getattr(text_config, "num_local_experts", 0) or getattr(text_config, "num_experts", 0) or 0)
     top_k = int(getattr(text_config, "num_experts_per_tok", 0) or 0)
-    total = expert = embedding = quantizable = matrices = 0
+    total = expert = embedding = quantizable = matrices = stacked = 0
     seen: set[int] = set()
     for param_name, param in model.named_parameters(remove_duplicate=False):
         if id(param) in seen:  # tied embeddings count once
@@ -165,6 +177,8 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
         if _is_quantizable(param_name, param, DEFAULT_KEEP_UNQUANTIZED):
             quantizable += n
             matrices += 1
+        elif _is_stacked_expert_tensor(param_name, param, DEFAULT_KEEP_UNQUANTIZED):
+            stacked += n
     active = total - expert + (expert * top_k // num_experts if num_experts else 0)
     num_heads = text_config.num_attention_heads
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // num_heads
@@ -181,6 +195,7 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
         head_dim=head_dim,
         num_experts=num_experts,
         experts_per_token=top_k,
+        stacked_expert_params=stacked,
     )
 
 

@@ -63,10 +63,10 @@ PROFILES: dict[str, Profile] = {
             prompt_batch=4,
             eval_texts=16,
             max_seq_len=128,
-            train_steps=60,
-            train_batch_size=8,
+            train_steps=200,
+            train_batch_size=16,
             grad_accum_steps=1,
-            lora_rank=8,
+            lora_rank=16,
             load_test_requests=16,
         ),
         notes=(

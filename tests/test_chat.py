@@ -1,23 +1,52 @@
-"""Prompting the tiny Grok 2: exact template strings, streaming = non-streaming, batches = singles, stops."""
+"""Prompting the tiny Grok 2 (helpers.chat): exact template strings, streaming = non-streaming, batches = singles,
+stop strings and ids, clean stops, seeds, the knobs' effect on the next-token distribution."""
 
 from __future__ import annotations
+
+import json
+import threading
 
 import pytest
 import torch
 
 import helpers
 from helpers.chat import (
+    ARTICLE_PROMPT,
     REFERENCE_RENDERINGS,
+    SEPARATOR,
     SamplingSettings,
     generate,
     generate_batch,
     next_token_distribution,
     render,
+    stop_token_ids,
     stream,
+    token_pieces,
 )
+from helpers.paths import TINY_MODEL_DIR
 
+CORPUS = TINY_MODEL_DIR.parent / "course_qa.jsonl"
 QUESTIONS = ["How many experts does Grok 2 have?", "What is your name?", "How many layers does Grok 2 have?",
              "Can I run Grok 2.5 on a 24 GB GPU?"]
+
+
+def corpus_answers() -> dict[str, str]:
+    """First question -> first answer of every conversation the tiny Grok 2 was trained on."""
+    answers = {}
+    for line in CORPUS.read_text(encoding="utf-8").splitlines():
+        messages = json.loads(line)["messages"]
+        if messages[0]["role"] == "user":
+            answers.setdefault(messages[0]["content"], messages[1]["content"])
+    return answers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model gains nothing from more threads, and one thread keeps a busy shared CI machine predictable."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +68,35 @@ def test_template_renders_reference_strings(tokenizer, case):
     messages, expected = REFERENCE_RENDERINGS[case]
     assert render(tokenizer, messages) == expected
     assert render(tokenizer, "raw text") == "raw text"
+    assert REFERENCE_RENDERINGS["article"][0][0]["content"] == ARTICLE_PROMPT
+
+
+def test_reference_strings_are_grok2s_own_template(tokenizer):
+    """The real model's tokenizer routes (tok.json converted here, or alvarobartt/grok-2-tokenizer) carry the template
+    of SGLang/vLLM; the tiny Grok 2 carries the same one, so the lesson reads the same for both."""
+    from jinja2 import Template
+
+    from helpers.grok2.tokenization_grok2 import GROK2_CHAT_TEMPLATE
+
+    assert tokenizer.chat_template == GROK2_CHAT_TEMPLATE
+    for messages, expected in REFERENCE_RENDERINGS.values():
+        assert Template(GROK2_CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True) == expected
+
+
+def test_special_tokens_are_visible_and_there_is_no_bos(tokenizer):
+    pieces = token_pieces(tokenizer, REFERENCE_RENDERINGS["single_turn"][1])
+    assert [p.text for p in pieces if p.special] == [SEPARATOR]
+    assert [p.id for p in pieces if p.special] == [1]
+    assert pieces[0].text == "Human" and tokenizer.bos_token is None
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ("<|pad|>", "<|separator|>", "<|eos|>")] == [0, 1, 2]
+    assert "".join(p.text for p in pieces) == REFERENCE_RENDERINGS["single_turn"][1]
+
+
+def test_greedy_answers_are_the_corpus_answers(model, tokenizer):
+    answers = corpus_answers()
+    for question in QUESTIONS:
+        done = generate(model, tokenizer, ask(question))
+        assert done.text == answers[question] and done.finish_reason == "stop"
 
 
 def test_greedy_streaming_equals_non_streaming(model, tokenizer):
@@ -46,56 +104,141 @@ def test_greedy_streaming_equals_non_streaming(model, tokenizer):
         whole = generate(model, tokenizer, ask(question))
         live = stream(model, tokenizer, ask(question))
         pieces = list(live)
-        assert len(pieces) > 1 and "".join(pieces) == whole.text == live.completion.text
+        assert "".join(pieces) == whole.text == live.completion.text
+        assert len(pieces) >= whole.completion_tokens - 2  # token by token, not word by word
         assert live.completion.finish_reason == whole.finish_reason == "stop"
-        assert live.completion.completion_tokens == whole.completion_tokens
-        assert live.completion.first_token_seconds is not None
+        assert live.completion.token_ids == whole.token_ids
+        assert live.completion.usage == whole.usage
+        assert live.completion.first_token_seconds is not None and not live.completion.interrupted
 
 
 def test_left_padded_batch_equals_one_by_one(model, tokenizer):
+    prompts = [render(tokenizer, ask(q)) for q in QUESTIONS]
+    padded = tokenizer(prompts, padding=True, add_special_tokens=False)["input_ids"]
+    shortest = min(range(len(prompts)), key=lambda i: len(prompts[i]))
+    assert padded[shortest][0] == tokenizer.pad_token_id and padded[shortest][-1] != tokenizer.pad_token_id
     batch = generate_batch(model, tokenizer, [ask(q) for q in QUESTIONS])
     for question, completion in zip(QUESTIONS, batch):
         single = generate(model, tokenizer, ask(question))
         assert completion.text == single.text and completion.token_ids == single.token_ids
+        assert completion.prompt_tokens == single.prompt_tokens
 
 
 def test_generation_stops_at_the_separator_and_reports_why(model, tokenizer):
     done = generate(model, tokenizer, ask("How many experts does Grok 2 have?"))
-    assert done.text == " 8 experts per layer, and each token uses 2 of them."
-    assert "<|separator|>" not in done.text and done.finish_reason == "stop"
+    assert SEPARATOR not in done.text and done.finish_reason == "stop"
     assert done.token_ids[-1] == 1  # <|separator|>
+    assert done.usage == {"prompt_tokens": done.prompt_tokens, "completion_tokens": len(done.token_ids),
+                          "total_tokens": done.prompt_tokens + len(done.token_ids)}
     short = generate(model, tokenizer, ask("How many experts does Grok 2 have?"), SamplingSettings(max_new_tokens=3))
     assert short.finish_reason == "length" and short.completion_tokens == 3
 
 
+def test_stop_ids_are_a_setting(model, tokenizer):
+    assert stop_token_ids(model, tokenizer) == [1, 2]
+    question = ask("How many experts does Grok 2 have?")
+    answer = generate(model, tokenizer, question).text
+    # Without stop ids or strings the model writes past the end of its turn, separator and all.
+    runaway = generate(model, tokenizer, question, SamplingSettings(stop=(), stop_token_ids=(), max_new_tokens=40))
+    assert runaway.finish_reason == "length" and runaway.text.startswith(answer + SEPARATOR)
+    live = stream(model, tokenizer, question, SamplingSettings(stop=(), stop_token_ids=(), max_new_tokens=40))
+    assert "".join(live) == runaway.text
+    # Stop id <|separator|> alone is enough; the stop string alone is enough too.
+    for settings in (SamplingSettings(stop=(), stop_token_ids=(1,)), SamplingSettings(stop=(SEPARATOR,), stop_token_ids=())):
+        done = generate(model, tokenizer, question, settings)
+        assert done.text == answer and done.finish_reason == "stop"
+
+
 def test_custom_stop_string_cuts_the_text(model, tokenizer):
-    done = generate(model, tokenizer, ask("How many experts does Grok 2 have?"), SamplingSettings(stop=("token",)))
-    assert done.text == " 8 experts per layer, and each " and done.finish_reason == "stop"
-    live = stream(model, tokenizer, ask("How many experts does Grok 2 have?"), SamplingSettings(stop=("token",)))
-    assert "".join(live) == done.text
+    question = ask("How many experts does Grok 2 have?")
+    answer = generate(model, tokenizer, question).text
+    cut = answer[: answer.index(" token")]
+    done = generate(model, tokenizer, question, SamplingSettings(stop=(" token",)))
+    assert done.text == cut and done.finish_reason == "stop"
+    live = stream(model, tokenizer, question, SamplingSettings(stop=(" token",)))
+    assert "".join(live) == cut and live.completion.token_ids == done.token_ids
+    # In a batch, a row ended by a stop string is padded while the others go on: no padding in its count.
+    batch = generate_batch(model, tokenizer, [question, ask("What is your name?")], SamplingSettings(stop=(" token",)))
+    assert batch[0].text == cut and batch[0].token_ids == done.token_ids
+    assert tokenizer.pad_token_id not in batch[0].token_ids
+
+
+def test_a_reply_sent_back_renders_like_the_training_data(model, tokenizer):
+    first = ask("What is your name?")
+    reply = generate(model, tokenizer, first)
+    assert reply.text and not reply.text.startswith(" ")  # the template writes "Assistant: " + content
+    assert reply.message == {"role": "assistant", "content": reply.text}
+    replayed = first + [reply.message] + ask("How many experts does Grok 2 have?")
+    rendered = render(tokenizer, replayed)
+    assert f"<|separator|>\n\nAssistant: {reply.text}<|separator|>\n\nHuman: How many" in rendered
+    assert "Assistant:  " not in rendered
+    follow_up = generate(model, tokenizer, replayed)
+    assert follow_up.finish_reason == "stop" and follow_up.text == corpus_answers()["How many experts does Grok 2 have?"]
+
+
+def test_raw_prompts_are_continued_as_they_are(model, tokenizer):
+    prompt = REFERENCE_RENDERINGS["single_turn"][1]
+    raw = generate(model, tokenizer, prompt)
+    templated = generate(model, tokenizer, ask("What is your name?"))
+    assert raw.text == " " + templated.text  # a raw prompt keeps the space the model wrote
 
 
 def test_stream_can_be_stopped_and_leaves_no_thread(model, tokenizer):
-    import threading
-
     before = threading.active_count()
-    live = stream(model, tokenizer, ask("What is your name?"), SamplingSettings(stop=()))
+    endless = SamplingSettings(stop=(), stop_token_ids=(), max_new_tokens=2000)
+    live = stream(model, tokenizer, ask("What is your name?"), endless)
     for _ in live:
         live.stop()
-    assert live.completion.completion_tokens < 29
+    assert live.completion.completion_tokens < 100 and live.completion.interrupted
+    assert live.completion.finish_reason == "stop" and not live.running
+    # A caller's event (a server's "client went away") also ends it; a reader that walks away ends it too.
+    event = threading.Event()
+    live = stream(model, tokenizer, ask("What is your name?"), endless, stop_event=event)
+    for _ in live:
+        event.set()
+    assert live.completion.completion_tokens < 100 and live.completion.interrupted
+    live = stream(model, tokenizer, ask("What is your name?"), endless)
+    pieces = iter(live)
+    next(pieces)
+    pieces.close()
+    assert not live.running
     assert threading.active_count() == before
+
+
+def test_errors_in_the_generation_thread_reach_the_reader(model, tokenizer):
+    before = threading.active_count()
+    live = stream(model, tokenizer, ask("What is your name?"), SamplingSettings(repetition_penalty=-1.0))
+    with pytest.raises(ValueError):
+        list(live)
+    assert not live.running and threading.active_count() == before
 
 
 def test_seeded_sampling_is_reproducible(model, tokenizer):
     hot = SamplingSettings(temperature=1.5, top_p=1.0, seed=3, max_new_tokens=20, stop=())
-    assert generate(model, tokenizer, ask("What is LoRA?"), hot).text == generate(model, tokenizer, ask("What is LoRA?"), hot).text
+    first = generate(model, tokenizer, ask("What is LoRA?"), hot)
+    assert first.text == generate(model, tokenizer, ask("What is LoRA?"), hot).text
+    assert "".join(stream(model, tokenizer, ask("What is LoRA?"), hot)) == first.text
 
 
 def test_knobs_change_the_distribution(model, tokenizer):
-    tokens, before, after = next_token_distribution(model, tokenizer, ask("What is LoRA?"), SamplingSettings(temperature=3.0))
-    assert len(tokens) == len(before) == len(after)
-    assert max(after) < max(before)  # a high temperature flattens
-    _, before_k, after_k = next_token_distribution(model, tokenizer, ask("What is LoRA?"), SamplingSettings(temperature=1.0, top_k=2))
-    assert sum(p > 0 for p in after_k) == 2
-    _, _, greedy = next_token_distribution(model, tokenizer, ask("What is LoRA?"), SamplingSettings())
-    assert sorted(greedy)[-1] == 1.0 and torch.isclose(torch.tensor(sum(greedy)), torch.tensor(1.0))
+    question = ask("Why is the sky blue?")  # not in the corpus: the model is unsure
+    hot = next_token_distribution(model, tokenizer, question, SamplingSettings(temperature=3.0))
+    assert list(hot.stages) == ["model", "temperature=3"]
+    assert len(hot.tokens) == len(hot.before) == len(hot.after) == 12
+    assert max(hot.after) < max(hot.before)  # a high temperature flattens
+    assert hot.before == sorted(hot.before, reverse=True)
+    top_k = next_token_distribution(model, tokenizer, question, SamplingSettings(temperature=1.0, top_k=2))
+    assert sum(p > 0 for p in top_k.after) == 2
+    top_p = next_token_distribution(model, tokenizer, question, SamplingSettings(temperature=1.0, top_p=0.5), top=200)
+    kept = sum(p > 0 for p in top_p.after)  # the smallest set of most likely tokens whose probabilities reach 0.5
+    assert 0 < kept < 200 and sum(top_p.before[:kept]) >= 0.5 > sum(top_p.before[: kept - 1])
+    assert all(p > 0 for p in top_p.after[:kept]) and not any(top_p.after[kept:])
+    greedy = next_token_distribution(model, tokenizer, question, SamplingSettings())
+    assert list(greedy.stages) == ["model", "greedy"] and greedy.after[0] == 1.0
+    assert torch.isclose(torch.tensor(sum(greedy.after)), torch.tensor(1.0))
+    # The penalty lowers tokens already in the text (the prompt included) and raises the others.
+    penalised = next_token_distribution(model, tokenizer, question, SamplingSettings(repetition_penalty=2.0))
+    prompt_ids = set(tokenizer(render(tokenizer, question), add_special_tokens=False)["input_ids"])
+    stage = penalised.stages["repetition_penalty=2"]
+    for token_id, before, after in zip(penalised.token_ids, penalised.before, stage):
+        assert (after < before) if token_id in prompt_ids else (after >= before)

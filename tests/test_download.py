@@ -1,34 +1,48 @@
-"""Lesson 01's machinery against a real Git LFS repository served over file:// - offline, never the network."""
+"""Lesson 01's machinery against a real Git LFS repository served over file:// - offline, never the network.
+
+Every subprocess has a timeout; the interrupted download is a real `git lfs pull` killed with SIGKILL mid-transfer
+(the practice link throttles it so that there is a "mid").
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
-import textwrap
+import time
 
 import pytest
 import torch
 
 import helpers
+from helpers import download
 from helpers.download import (
     LFSPointer,
+    classify_failure,
     clone_without_weights,
     download_seconds,
     find_lfs_pointers,
+    git_dir,
     lfs_manifest,
+    local_progress,
+    object_path,
     pull,
     read_pointer,
     require_git_lfs,
+    select,
+    tensor_parallel_layout,
     verify,
 )
 from helpers.errors import CourseError
-from helpers.local_hub import build_practice_repo
+from helpers.local_hub import build_practice_repo, link_log, lfs_store, read_safetensors_header, simulate_link
 
 POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
     "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n"
 )
+SHARDS = ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"]
 
 
 @pytest.fixture(scope="module")
@@ -41,32 +55,118 @@ def clone(practice_url, tmp_path):
     return clone_without_weights(practice_url, tmp_path / "clone")
 
 
+def _tensor_bytes(path):
+    header, start = read_safetensors_header(path)
+    data = path.read_bytes()
+    return {name: (entry["dtype"], entry["shape"], data[start + entry["data_offsets"][0] : start + entry["data_offsets"][1]])
+            for name, entry in header.items() if name != "__metadata__"}
+
+
+# ------------------------------------------------------------------------------------------------ pointers
+
+
 def test_pointer_parsing(tmp_path):
     pointer = LFSPointer.parse(POINTER)
-    assert pointer.size == 12345 and pointer.oid.startswith("4d7a2146")
+    assert pointer.size == 12345 and pointer.oid.startswith("4d7a2146") and pointer.text() == POINTER
+    assert LFSPointer.parse(POINTER.encode()) == pointer
     assert LFSPointer.parse(b"\x08\x00\x00\x00{}") is None and LFSPointer.parse("version 1\nsize 3\n") is None
+    assert LFSPointer.parse(POINTER.replace("sha256:4d7a", "md5:4d7a")) is None
     (tmp_path / "model.safetensors").write_text(POINTER)
     (tmp_path / "real.json").write_text("{}")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.json").write_text(POINTER)  # git's own files are not the model's
     assert read_pointer(tmp_path / "model.safetensors") == pointer and read_pointer(tmp_path / "real.json") is None
     assert find_lfs_pointers(tmp_path) == [tmp_path / "model.safetensors"]
 
 
+def test_select_reads_patterns_like_git_lfs():
+    paths = ["config.json", "tokenizer.json", "sub/tokenizer.model", *SHARDS]
+    assert select(paths, include=["tokenizer*"]) == ["sub/tokenizer.model", "tokenizer.json"]
+    assert select(paths, include=["*.safetensors"], exclude=["*-00003-*"]) == SHARDS[:2]
+    assert select(paths) == sorted(paths)
+
+
+# ------------------------------------------------------------------------------------------- the practice hub
+
+
+def test_practice_repo_is_a_real_lfs_repository(practice_url, tmp_path):
+    bare = practice_url.removeprefix("file://")
+    tree = subprocess.run(["git", "ls-tree", "-r", "--name-only", "HEAD"], cwd=bare, capture_output=True, text=True,
+                          check=True, timeout=60).stdout.split()
+    assert {".gitattributes", "config.json", "LICENSE", "README.md", "model.safetensors.index.json", *SHARDS} <= set(tree)
+    clone = clone_without_weights(practice_url, tmp_path / "c")
+    manifest = lfs_manifest(clone)
+    for pointer in manifest.values():  # the remote really holds every LFS object
+        assert object_path(lfs_store(practice_url).parent.parent, pointer.oid).stat().st_size == pointer.size
+    pull(clone, progress=False)
+    # The shards hold exactly the original tensors, bytes unchanged, and the index names them all.
+    original = _tensor_bytes(helpers.TINY_MODEL_DIR / "model.safetensors")
+    sharded = {}
+    for shard in SHARDS:
+        sharded.update(_tensor_bytes(clone / shard))
+    assert sharded == original
+    index = json.loads((clone / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(original) and set(index["weight_map"].values()) == set(SHARDS)
+
+
+def test_practice_repo_from_any_model_folder(tmp_path):
+    """Any model folder: here a random bf16 Grok 2 saved in several shards with an index, no README or tokenizer."""
+    config = helpers.grok2.Grok2Config.from_pretrained(helpers.TINY_MODEL_DIR)
+    torch.manual_seed(0)
+    source = tmp_path / "random-grok2"
+    helpers.grok2.Grok2ForCausalLM(config).to(torch.bfloat16).save_pretrained(source, max_shard_size="300KB")
+    assert (source / "model.safetensors.index.json").exists()
+    url = build_practice_repo(source, tmp_path / "hub", shards=2)
+    clone = clone_without_weights(url, tmp_path / "clone")
+    assert pull(clone, progress=False).ok
+    original, copied = {}, {}
+    for shard in source.glob("*.safetensors"):
+        original.update(_tensor_bytes(shard))
+    for shard in clone.glob("*.safetensors"):
+        copied.update(_tensor_bytes(shard))
+    assert copied == original and {v[0] for v in copied.values()} == {"BF16"}
+    model = helpers.load_model(clone, verbose=False)
+    reference = helpers.load_model(source, verbose=False)
+    ids = torch.arange(3, 12)[None]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference(ids).logits)
+
+
+def test_practice_repo_never_deletes_a_folder_it_did_not_build(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(CourseError, match="not deleting"):
+        build_practice_repo(helpers.TINY_MODEL_DIR, foreign)
+    assert (foreign / "precious.txt").read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------------------ clone, pull, load
+
+
 def test_clone_skips_weights_and_sizes_come_from_pointers(clone):
     manifest = lfs_manifest(clone)
-    assert sorted(manifest) == ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-                                "model-00003-of-00003.safetensors", "tokenizer.json"]
+    assert sorted(manifest) == [*SHARDS, "tokenizer.json"]
     assert {p.name for p in find_lfs_pointers(clone)} == set(manifest)
     assert (clone / "config.json").stat().st_size > 100  # small files arrive with the clone
     assert sum(p.size for p in manifest.values()) > 2_000_000
+    assert not (git_dir(clone) / "lfs" / "objects").exists() or not any((git_dir(clone) / "lfs" / "objects").rglob("*.*"))
     with pytest.raises(CourseError, match="Git LFS pointers"):
         helpers.load_model(clone, verbose=False)  # caught before any obscure safetensors error
 
 
 def test_selective_then_full_pull_then_load(clone):
-    first = pull(clone, include=["tokenizer.json"], progress=False)
-    assert [s.path for s in first] == ["tokenizer.json"] and first[0].state == "ok"
+    first = pull(clone, include=["tokenizer*", "config.json"], progress=False)
+    assert [s.path for s in first.files] == ["tokenizer.json"] and first.ok and first.attempts == 1
     assert [s.state for s in verify(clone)] == ["pointer", "pointer", "pointer", "ok"]
-    assert all(s.state == "ok" for s in pull(clone, progress=False))
+    one = pull(clone, include=["*-00001-of-*"], progress=False)
+    assert [s.path for s in one.files] == SHARDS[:1] and one.ok
+    everything = pull(clone, progress=False)
+    assert everything.ok and everything.kept_bytes == first.total_bytes + one.total_bytes
+    assert everything.downloaded_bytes == everything.total_bytes - everything.kept_bytes
+    again = pull(clone, progress=False)  # nothing left to do: no git lfs run, nothing downloaded
+    assert again.ok and again.attempts == 0 and again.downloaded_bytes == 0
+    assert _git_status(clone) == ""  # the clone is clean: git sees the files as the committed LFS files
     model = helpers.load_model(clone, verbose=False)
     original = helpers.load_model(helpers.TINY_MODEL_DIR, verbose=False)
     ids = torch.arange(3, 20)[None]
@@ -74,51 +174,177 @@ def test_selective_then_full_pull_then_load(clone):
         assert torch.equal(model(ids).logits, original(ids).logits)
 
 
-def test_corruption_is_named_and_repaired(clone):
+def test_plain_git_files_need_no_pull_and_unknown_patterns_are_named(clone):
+    report = pull(clone, include=["config.json"], progress=False)  # not in LFS: it came with the clone
+    assert report.ok and report.files == [] and "plain git files" in report.summary()
+    with pytest.raises(CourseError, match="No file in"):
+        pull(clone, include=["*.gguf"], progress=False)
+
+
+def test_corruption_is_named_and_repaired(clone, practice_url):
     pull(clone, progress=False)
-    shard = clone / "model-00002-of-00003.safetensors"
+    manifest = lfs_manifest(clone)
+    shard = clone / SHARDS[1]
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
-    bad = [s for s in verify(clone) if s.state != "ok"]
-    assert len(bad) == 1 and bad[0].path == shard.name and bad[0].state == "checksum mismatch"
-    assert "expected sha256" in bad[0].describe() and bad[0].actual_sha256 in bad[0].describe()
+    bad = [s for s in verify(clone) if not s.ok]
+    assert len(bad) == 1 and bad[0].path == SHARDS[1] and bad[0].state == "checksum mismatch"
+    assert manifest[SHARDS[1]].oid in bad[0].describe() and bad[0].actual_sha256 in bad[0].describe()
     repaired = pull(clone, progress=False)
-    assert all(s.state == "ok" for s in repaired)
+    assert repaired.ok and repaired.downloaded_bytes == 0  # checked out again from .git/lfs/objects
+
+    # Now the local LFS store's copy is bad too (replaced, not edited: over file:// it is a hard link to the remote's).
+    stored = object_path(git_dir(clone), manifest[SHARDS[2]].oid)
+    broken = bytearray(stored.read_bytes())
+    broken[100] ^= 0xFF
+    replacement = stored.with_name("broken")
+    replacement.write_bytes(bytes(broken))
+    os.replace(replacement, stored)
+    shard = clone / SHARDS[2]
+    shard.write_bytes(bytes(broken))
+    assert [s.path for s in verify(clone) if not s.ok] == [SHARDS[2]]
+    fixed = pull(clone, progress=False)
+    assert fixed.ok and fixed.downloaded_bytes == manifest[SHARDS[2]].size  # dropped and fetched from the remote
+
+
+def test_source_that_stays_corrupt_is_named(clone, tmp_path):
+    """If the remote itself serves bad bytes, the pull stops and names the file, expected vs actual sha256."""
+    pull(clone, include=["tokenizer.json"], progress=False)
+    pointer = lfs_manifest(clone)["tokenizer.json"]
+    (clone / "tokenizer.json").write_text("{}")  # a damaged file; the local store copy is damaged too
+    stored = object_path(git_dir(clone), pointer.oid)
+    stored.unlink()
+    stored.write_bytes(b"x" * pointer.size)
+    remote = object_path(lfs_store(download._git(["remote", "get-url", "origin"], cwd=clone).stdout.strip()).parent.parent,
+                         pointer.oid)
+    saved = remote.read_bytes()
+    remote.unlink()
+    remote.write_bytes(b"y" * pointer.size)  # git-lfs itself rejects an object whose sha256 is wrong
+    try:
+        with pytest.raises(CourseError, match="tokenizer.json") as error:
+            pull(clone, include=["tokenizer.json"], progress=False, retries=0)
+        assert "checksum mismatch" in str(error.value) and f"expected {pointer.oid}" in str(error.value)
+    finally:
+        remote.unlink()
+        remote.write_bytes(saved)
 
 
 def test_disk_guard_refuses_before_downloading(clone, monkeypatch):
-    monkeypatch.setenv("GROK2_COURSE_DISK_LIMIT", "100000")  # 0.1 MB "free"
+    monkeypatch.setenv("GROK2_COURSE_DISK_LIMIT", "100000")  # 0.1 MB "free": a full disk, rehearsed without filling it
     with pytest.raises(CourseError, match="Not enough disk space") as error:
         pull(clone, progress=False)
-    assert "MB are free at" in str(error.value)
-    assert [s.state for s in verify(clone)] == ["pointer"] * 3 + ["pointer"]
+    message = str(error.value)
+    assert "100.00 kB are free at" in message and str(clone) in message and "Nothing was downloaded" in message
+    total = sum(p.size for p in lfs_manifest(clone).values())
+    assert download.human_bytes(2 * total) in message  # git-lfs keeps two copies: the store and the file
+    assert set(local_progress(clone).values()) == {0} and [s.state for s in verify(clone)] == ["pointer"] * 4
 
 
-def test_killed_pull_resumes_and_finishes_verified(clone):
-    """A pull killed (SIGKILL) after its first file resumes: completed files are kept, the rest are fetched."""
-    script = textwrap.dedent(f"""
-        import os, signal
-        from helpers.download import pull
-        pull({str(clone)!r}, progress=False, on_file_done=lambda state: os.kill(os.getpid(), signal.SIGKILL))
-    """)
-    killed = subprocess.run([sys.executable, "-c", script], timeout=120)
-    assert killed.returncode == -9
-    states = {s.path: s.state for s in verify(clone)}
-    assert sorted(states.values()).count("ok") == 1
-    fetched = []
-    final = pull(clone, progress=False, on_file_done=lambda state: fetched.append(state.path))
-    assert len(fetched) == 3 and all(s.state == "ok" for s in final)
-    assert not [p for p, s in states.items() if s == "ok" and p in fetched], "the completed file was not fetched again"
+def test_killed_git_lfs_pull_resumes_and_finishes_verified(clone):
+    """A real `git lfs pull`, killed with SIGKILL mid-way (one file complete, another partly downloaded), resumes:
+    the complete file is not fetched again and the partial one continues from where it stopped."""
+    manifest = lfs_manifest(clone)
+    simulate_link(clone, bytes_per_second=1_000_000)
+    process = subprocess.Popen(["git", "lfs", "pull"], cwd=clone, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            have = local_progress(clone, manifest=manifest)
+            complete = [p for p, n in have.items() if n == manifest[p].size]
+            partial = [p for p, n in have.items() if 0 < n < manifest[p].size]
+            if complete and partial:
+                break
+            assert process.poll() is None, "the pull finished before it could be interrupted"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # git, git-lfs and the transfer agent, like a lost SSH session
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    have = local_progress(clone, manifest=manifest)
+    complete = {manifest[p].oid for p, n in have.items() if n == manifest[p].size}
+    partial = {manifest[p].oid: n for p, n in have.items() if 0 < n < manifest[p].size}
+    assert complete and partial and not all(s.ok for s in verify(clone))
+    transfers_before = len(link_log(clone))
+
+    report = pull(clone, progress=False)
+
+    assert report.ok and all(s.ok for s in verify(clone))
+    resumed = link_log(clone)[transfers_before:]
+    assert not complete & {t["oid"] for t in resumed}, "a complete object was downloaded again"
+    for transfer in resumed:
+        assert transfer["from_byte"] == partial.get(transfer["oid"], 0)  # partial ones continue, the rest start at 0
+    assert report.downloaded_bytes == report.total_bytes - report.kept_bytes
+    assert report.kept_bytes == sum(have.values())
+    assert _git_status(clone) == ""  # and git agrees the files are the committed ones
+
+
+def _git_status(repo):
+    return subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, timeout=60).stdout
+
+
+def test_aftermath_of_a_kill_during_checkout_is_cleaned_up(clone, practice_url):
+    """Killed while checking files out, git-lfs leaves .git/index.lock (every git command then fails) and files whose
+    index entries still record the pointer. The next pull removes the stale lock and leaves git status clean."""
+    manifest = lfs_manifest(clone)
+    shard = SHARDS[0]
+    source = object_path(lfs_store(practice_url).parent.parent, manifest[shard].oid)
+    (clone / shard).write_bytes(source.read_bytes())  # checked out, index not refreshed
+    (git_dir(clone) / "index.lock").write_text("")
+    assert subprocess.run(["git", "checkout", "HEAD", "--", "README.md"], cwd=clone, capture_output=True,
+                          timeout=60).returncode != 0  # what the learner would hit: "index.lock: File exists"
+    report = pull(clone, progress=False)
+    assert report.ok and not (git_dir(clone) / "index.lock").exists() and _git_status(clone) == ""
+    assert report.kept_bytes == manifest[shard].size
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/cwd"), reason="finding running git processes needs Linux's /proc")
+def test_a_lock_held_by_a_running_git_is_respected(clone):
+    holder = subprocess.Popen(["git", "-c", "alias.hold=!sleep 30", "hold"], cwd=clone, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        (git_dir(clone) / "index.lock").write_text("")
+        with pytest.raises(CourseError, match="locked") as error:
+            pull(clone, progress=False)
+        assert str(holder.pid) in str(error.value) and (git_dir(clone) / "index.lock").exists()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+
+
+def test_dropped_connection_is_retried_and_resumes(clone):
+    simulate_link(clone, drop_after_bytes=300_000, drops=1)
+    report = pull(clone, include=["*-00002-*"], progress=False, backoff_s=0.05)
+    assert report.ok and report.attempts == 2 and "connection reset by peer" in report.retried_because[0]
+    transfers = link_log(clone)
+    assert [t["from_byte"] for t in transfers] == [0, 300_000] and transfers[0]["dropped"]
+
+
+def test_network_failure_that_persists_is_explained(clone):
+    simulate_link(clone, drop_after_bytes=200_000, drops=10)
+    with pytest.raises(CourseError, match="network failure") as error:
+        pull(clone, include=["*-00001-*"], progress=False, retries=1, backoff_s=0.05)
+    message = str(error.value)
+    assert "run the same command again" in message and "kept" in message
+    assert 0 < local_progress(clone)[SHARDS[0]] < lfs_manifest(clone)[SHARDS[0]].size  # the partial file is still there
+    simulate_link(clone)  # the connection is back
+    assert pull(clone, include=["*-00001-*"], progress=False).ok
 
 
 def test_pinned_and_unknown_revisions(practice_url, tmp_path):
     first = subprocess.run(["git", "rev-list", "--max-parents=0", "main"], cwd=practice_url.removeprefix("file://"),
-                           capture_output=True, text=True, check=True).stdout.strip()
+                           capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     pinned = clone_without_weights(practice_url, tmp_path / "pinned", revision=first)
+    assert download.current_revision(pinned) == first
     assert "practice repository" not in (pinned / "README.md").read_text()
     with pytest.raises(CourseError, match="Unknown revision"):
         clone_without_weights(practice_url, tmp_path / "bad", revision="0123456789abcdef0123456789abcdef01234567")
+    with pytest.raises(CourseError, match="not found"):
+        clone_without_weights(practice_url + "-typo", tmp_path / "typo")
+
+
+# ------------------------------------------------------------------------------------------------- errors
 
 
 def test_missing_git_lfs_is_explained(tmp_path, monkeypatch):
@@ -129,7 +355,34 @@ def test_missing_git_lfs_is_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(fake))
     with pytest.raises(CourseError, match="git-lfs is not installed") as error:
         require_git_lfs()
-    assert "brew install git-lfs" in str(error.value) and "Colab" in str(error.value)
+    message = str(error.value)
+    assert "apt-get install git-lfs" in message and "brew install git-lfs" in message and "Colab" in message
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab")
+    with pytest.raises(CourseError) as error:
+        require_git_lfs()
+    assert error.value.fix.startswith("install git-lfs - Colab")
+
+
+def test_failures_are_classified():
+    assert classify_failure("remote: Access to model xai-org/grok-2 is restricted. HTTP 403") == "auth"
+    assert classify_failure("fatal: could not read Username for 'https://huggingface.co'") == "auth"
+    assert classify_failure("fatal: unable to access '...': Could not resolve host: huggingface.co") == "network"
+    assert classify_failure('error transferring "ab4031cd": [2] connection reset by peer') == "network"  # not a 403
+    assert classify_failure("fatal: repository 'https://huggingface.co/x/y/' not found") == "missing"
+    error = download.explain_failure("Could not resolve host", "git clone", kept="3 files are kept")
+    assert "network failure" in error.problem and "3 files are kept" in error.fix
+
+
+def test_hub_download_offline_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(CourseError) as error:
+        download.hub_download("xai-org/grok-2", tmp_path / "grok-2", allow_patterns=["config.json"])
+    assert "HF_HUB_OFFLINE" in error.value.fix or "connect" in error.value.fix
+
+
+# --------------------------------------------------------------------------------------------- figures
 
 
 def test_download_time_arithmetic():
@@ -137,14 +390,32 @@ def test_download_time_arithmetic():
     assert round(download_seconds(size, 100e6) / 3600, 1) == 11.1
     assert round(download_seconds(size, 1e9) / 60, 1) == 66.7
     assert round(download_seconds(size, 10e9) / 60, 1) == 6.7
+    assert download.human_bytes(539.0e9) == "539.00 GB" and download.human_bytes(512) == "512 bytes"
+
+
+def test_tensor_parallel_layout_of_the_released_checkpoint():
+    # The released Grok 2 file names (facts 2.1): 15 TP-common files, 3 expert files for each of 8 ranks.
+    sizes = {f"pytorch_model-{i:05d}-TP-common.safetensors": 1000 + i for i in (*range(0, 6), *range(9, 18))}
+    for i in (6, 7, 8):
+        sizes.update({f"pytorch_model-{i:05d}-TP-{r:03d}.safetensors": 17 for r in range(8)})
+    layout = tensor_parallel_layout(sizes)
+    assert layout["common_files"] == 15 and layout["ranks"] == 8
+    assert set(layout["files_per_rank"].values()) == {3} and set(layout["bytes_per_rank"].values()) == {51}
+    assert layout["total_bytes"] == sum(sizes.values())
+
+
+def test_cli_verify(clone, capsys):
+    assert download.main(["verify", str(clone)]) == 1 and "still an LFS pointer" in capsys.readouterr().out
+    assert download.main(["pull", str(clone), "--include", "tokenizer*"]) == 0
+    assert "1/1 files verified" in capsys.readouterr().out
 
 
 def test_download_module_needs_no_torch():
     script = (
-        "import sys, importlib.util; sys.modules['torch'] = None\n"
+        "import sys, importlib.util; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
         "real = importlib.util.find_spec\n"
-        "importlib.util.find_spec = lambda name, *a: None if name == 'torch' else real(name, *a)\n"
+        "importlib.util.find_spec = lambda name, *a: None if name in ('torch', 'transformers') else real(name, *a)\n"
         "import helpers.download, helpers.local_hub; print('ok')"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=os.environ)
     assert result.stdout.strip() == "ok", result.stderr

@@ -74,8 +74,23 @@ def test_grok2_bf16_spreads_over_eight_h100s_and_nf4_over_two(grok2_plan):
         plan_placement(grok2_plan, two, torch.bfloat16, None, "auto", None)
 
 
-def test_cpu_machine_suggests_quantization_when_that_fits(granite_plan):
+def test_cpu_machine_suggests_quantization_when_that_fits():
+    from transformers import LlamaConfig
+
+    # TinyLlama-1.1B's shape: 2.2 GB in bf16, ~0.76 GB in 4-bit (measured on an H100, benchmarks/results).
+    llama = plan_memory(LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                                    num_attention_heads=32, num_key_value_heads=4, vocab_size=32000), "llama-1b")
     with pytest.raises(CourseError, match='quantization="nf4"'):
+        plan_placement(llama, fake_hardware("cpu", ram_gb=1.5), torch.bfloat16, None, "auto", None)
+
+
+def test_bitsandbytes_leaves_stacked_experts_in_16_bit(granite_plan):
+    # transformers v5 stores a MoE layer's experts as one 3D tensor; bitsandbytes only quantizes nn.Linear, so 4-bit
+    # hardly shrinks Granite 3B-A800M (6.6 -> 6.3 GB, measured on an H100) while FP8 engines halve it.
+    assert granite_plan.stacked_expert_params > 0.9 * granite_plan.expert_params
+    assert granite_plan.weight_bytes("nf4") > 0.9 * granite_plan.weight_bytes("bf16")
+    assert granite_plan.weight_bytes("fp8") < 0.55 * granite_plan.weight_bytes("bf16")
+    with pytest.raises(CourseError, match="Even 4-bit needs"):
         plan_placement(granite_plan, fake_hardware("cpu", ram_gb=3.5), torch.bfloat16, None, "auto", None)
 
 

@@ -1,34 +1,91 @@
-"""The chat widget and the playground, driven headlessly: build, send, receive a streamed reply."""
+"""The chat widget and the playground, driven headlessly: build, send, receive a streamed reply, stop, clear."""
 
 from __future__ import annotations
 
 import threading
+import time
+
+import pytest
+import torch
 
 import helpers
+from helpers.chat import SEPARATOR, SamplingSettings, generate
 from helpers.widgets import ChatWidget, SamplingPlayground
 
 
-def test_chat_widget_streams_a_reply_and_keeps_the_conversation():
-    model, tokenizer = helpers.load_model(verbose=False), helpers.load_tokenizer()
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model gains nothing from more threads, and one thread keeps a busy shared CI machine predictable."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+    return helpers.load_model(verbose=False), helpers.load_tokenizer()
+
+
+def expected(model_and_tokenizer, messages):
+    return generate(*model_and_tokenizer, messages).text
+
+
+def test_chat_widget_streams_a_reply_and_keeps_the_conversation(model_and_tokenizer):
     threads = threading.active_count()
-    chat = ChatWidget(model, tokenizer)
+    chat = ChatWidget(*model_and_tokenizer)
     chat.input.value = "How many experts does Grok 2 have?"
     chat.send_button.click()  # exactly what a click in JupyterLab does
-    chat.wait()
-    assert chat.last_reply == " 8 experts per layer, and each token uses 2 of them."
-    assert "tokens/s" in chat.stats.value and "first token after" in chat.stats.value
-    assert "How many experts" in chat.transcript.value and chat.input.value == ""
+    assert chat.wait()
+    assert chat.last_reply == expected(model_and_tokenizer, [{"role": "user", "content": chat.messages[0]["content"]}])
+    assert chat.last_reply.startswith("8 experts")
+    assert "tokens/s" in chat.stats.value and "first token after" in chat.stats.value and "finish: stop" in chat.stats.value
+    assert "How many experts" in chat.transcript.value and chat.last_reply in chat.transcript.value
+    assert chat.input.value == "" and chat.reply.value == ""
     assert not chat.send_button.disabled and chat.stop_button.disabled
-    chat.send("What is your name?")
-    chat.wait()
+    assert chat.send("What is your name?")
+    assert chat.wait()
     assert [m["role"] for m in chat.messages] == ["user", "assistant", "user", "assistant"]
+    assert chat.last_reply == expected(model_and_tokenizer, chat.messages[:3])
+    assert len(chat.completions) == 2 and all(c.finish_reason == "stop" for c in chat.completions)
+    assert not chat.send("   ")  # nothing to send
     assert threading.active_count() == threads
 
 
-def test_playground_updates_plot_and_answer():
-    model, tokenizer = helpers.load_model(verbose=False), helpers.load_tokenizer()
-    playground = SamplingPlayground(model, tokenizer, [{"role": "user", "content": "What is your name?"}])
-    playground.temperature.value = 0.0  # triggers update through the observer
-    tokens, before, after, completion = playground.last
-    assert after[0] == 1.0 and "tiny Grok 2" in completion.text
+def test_chat_widget_stop_button_ends_a_reply(model_and_tokenizer):
+    threads = threading.active_count()
+    endless = SamplingSettings(stop=(), stop_token_ids=(), max_new_tokens=5000)
+    chat = ChatWidget(*model_and_tokenizer, endless, system_prompt="You are a helpful assistant for the Grok 2.5 course.")
+    assert chat.send("What is your name?")
+    deadline = time.monotonic() + 60
+    while not chat.reply.value and time.monotonic() < deadline:  # the first streamed piece has arrived
+        time.sleep(0.01)
+    assert chat.reply.value.startswith("<p><b>Grok:</b>")
+    assert not chat.send("a second message while the first streams")  # refused: one reply at a time
+    chat.stop_button.click()
+    assert chat.wait(60)
+    done = chat.completions[-1]
+    assert done.interrupted and done.completion_tokens < 5000 and "stopped by you" in chat.stats.value
+    assert [m["role"] for m in chat.messages] == ["system", "user", "assistant"]
+    chat.clear_button.click()
+    assert [m["role"] for m in chat.messages] == ["system"] and "System:" in chat.transcript.value
+    chat.close()
+    assert threading.active_count() == threads
+
+
+def test_playground_updates_plot_and_answer(model_and_tokenizer):
+    question = [{"role": "user", "content": "What is your name?"}]
+    playground = SamplingPlayground(*model_and_tokenizer, question)
+    playground.temperature.value = 0.0  # triggers update through the observer, like moving the slider
+    distribution, completion = playground.last
+    assert list(distribution.stages) == ["model", "greedy"] and distribution.after[0] == 1.0
+    assert completion.text == expected(model_and_tokenizer, question)[: len(completion.text)]
     assert bytes(playground.plot.value).startswith(b"\x89PNG")
+    playground.top_k.value = 3
+    playground.temperature.value = 1.0
+    distribution, _ = playground.last
+    assert list(distribution.stages) == ["model", "top_k=3", "top_p=0.95"]  # temperature 1 is no change
+    playground.temperature.value = 0.0
+    playground.stops.value = False  # no stop ids or strings: the answer runs on past the separator
+    _, runaway = playground.last
+    assert SEPARATOR in runaway.text and runaway.finish_reason == "length"

@@ -1,0 +1,393 @@
+"""The OpenAI-compatible server, end to end: real server processes on free local ports, the official `openai` client.
+
+Two servers are started once each:
+* the tiny Grok 2 (trained): answers are compared with `helpers.chat` run in this process - streaming and not, stop
+  strings, 8 concurrent clients, every bad request;
+* a random tiny Grok 2 whose LM head can never pick a stop token (so a stream runs until it is cut), with a PEFT LoRA
+  adapter and an API key: adapter serving, authentication, a client that hangs up mid-stream.
+Both must stop cleanly and leave no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import openai
+import psutil
+import pytest
+import torch
+
+import helpers
+from helpers.chat import SEPARATOR, SamplingSettings, generate
+from helpers.serve import load_test, start_server
+
+QUESTIONS = ["How many experts does Grok 2 have?", "What is your name?", "How many layers does Grok 2 have?",
+             "Can I run Grok 2.5 on a 24 GB GPU?", "What is QLoRA?", "What is the separator token?",
+             "What is lesson 01 about?", "How do I run the tests?"]
+API_KEY = "sk-course-test"
+
+
+def ask(question):
+    return [{"role": "user", "content": question}]
+
+
+# ------------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The references computed here share 2 cores with the server: one thread each is much faster than fighting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return helpers.load_model(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return helpers.load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with_server = start_server(port=0, max_batch_size=8)
+    yield with_server
+    pid = with_server.pid
+    assert with_server.stop()["orphans"] == []
+    assert not psutil.pid_exists(pid)  # stopped and reaped
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory, tokenizer):
+    """A random tiny Grok 2 that never emits <|pad|>/<|separator|>/<|eos|> (their LM-head rows are zero), + an adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("random-grok-2")
+    torch.manual_seed(0)
+    config = helpers.grok2.Grok2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                       moe_intermediate_size=32, num_attention_heads=2, num_key_value_heads=1,
+                                       head_dim=16, num_hidden_layers=2, max_position_embeddings=4096,
+                                       embedding_multiplier_scale=5.66)
+    base = helpers.grok2.Grok2ForCausalLM(config).eval()
+    with torch.no_grad():
+        base.lm_head.weight[:3] = 0.0
+    base.generation_config.eos_token_id = [1, 2]
+    base.generation_config.pad_token_id = 0
+    base.save_pretrained(folder / "base")
+    tokenizer.save_pretrained(folder / "base")
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"],
+                                           init_lora_weights=False))
+    lora.save_pretrained(folder / "adapter")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapter_server(random_model_dir):
+    with_server = start_server(random_model_dir / "base", adapter=random_model_dir / "adapter", port=0,
+                               api_key=API_KEY, served_model_name="random-grok-2")
+    yield with_server
+    assert with_server.stop()["orphans"] == []
+
+
+# ---------------------------------------------------------------------------------------------- the basic API
+
+
+def test_health_and_models(server, client):
+    assert server.host == "127.0.0.1"
+    assert server.health()["status"] == "ok"
+    assert [m.id for m in client.models.list().data] == ["tiny-grok-2"] == server.models
+
+
+def test_chat_matches_the_model_run_here(client, server, model, tokenizer):
+    for question in QUESTIONS[:3]:
+        here = generate(model, tokenizer, ask(question))
+        reply = client.chat.completions.create(model=server.model, messages=ask(question), temperature=0)
+        assert reply.choices[0].message.content == here.text
+        assert reply.choices[0].finish_reason == "stop" and reply.object == "chat.completion"
+        assert reply.usage.prompt_tokens == here.prompt_tokens
+        assert reply.usage.completion_tokens == here.completion_tokens
+        assert reply.usage.total_tokens == here.prompt_tokens + here.completion_tokens
+
+
+def test_streaming_equals_non_streaming_with_usage(client, server):
+    whole = client.chat.completions.create(model=server.model, messages=ask("What is your name?"))
+    chunks = list(client.chat.completions.create(model=server.model, messages=ask("What is your name?"), stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and len(chunks) > 5
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stop_strings_and_length(client, server, model, tokenizer):
+    question = ask("How many experts does Grok 2 have?")
+    here = generate(model, tokenizer, question, SamplingSettings(stop=(SEPARATOR, "token")))
+    assert "token" in generate(model, tokenizer, question).text and "token" not in here.text
+    reply = client.chat.completions.create(model=server.model, messages=question, stop=["token"])
+    assert reply.choices[0].message.content == here.text and reply.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(model=server.model, messages=question, stop="token", stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == here.text
+    short = client.chat.completions.create(model=server.model, messages=question, max_tokens=3)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+
+
+def test_completions_endpoint(client, server, model, tokenizer):
+    prompt = "Human: What is your name?<|separator|>\n\nAssistant:"
+    here = generate(model, tokenizer, prompt, SamplingSettings(max_new_tokens=12))
+    reply = client.completions.create(model=server.model, prompt=prompt, max_tokens=12)
+    assert reply.choices[0].text == here.text and reply.object == "text_completion"
+    streamed = client.completions.create(model=server.model, prompt=prompt, max_tokens=12, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == here.text
+
+
+def test_eight_concurrent_clients_get_their_own_answers(server, model, tokenizer):
+    expected = {q: generate(model, tokenizer, ask(q)).text for q in QUESTIONS}
+    assert len(set(expected.values())) == len(QUESTIONS), "the questions must have different answers"
+    before = server.health()
+    barrier = threading.Barrier(len(QUESTIONS))
+    answers = {}
+
+    def one(index, question):
+        local = server.client()  # one client (one connection pool) per user
+        barrier.wait()
+        if index % 2:  # half stream, half not: both paths at once
+            chunks = local.chat.completions.create(model=server.model, messages=ask(question), stream=True)
+            answers[question] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            answers[question] = local.chat.completions.create(model=server.model, messages=ask(question)).choices[0].message.content
+
+    threads = [threading.Thread(target=one, args=(i, q)) for i, q in enumerate(QUESTIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == expected
+    after = server.health()
+    assert after["completed"] - before["completed"] == len(QUESTIONS) and after["failed"] == 0
+    assert after["largest_batch"] >= 2, "non-streaming requests that wait together run as one batch"
+
+
+# ------------------------------------------------------------------------------------------------- bad requests
+
+
+def post(server, path, body, **kwargs):
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return httpx.post(f"{server.url}{path}", content=content, headers={"Content-Type": "application/json"},
+                      timeout=30, **kwargs)
+
+
+BAD_REQUESTS = {
+    "malformed JSON": ("/v1/chat/completions", '{"model": "tiny-grok-2", "messages": [', 400),
+    "not an object": ("/v1/chat/completions", "[1, 2]", 400),
+    "unknown model": ("/v1/chat/completions", {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}, 404),
+    "empty messages": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": []}, 400),
+    "no user message": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "system", "content": "x"}]}, 400),
+    "bad role": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "robot", "content": "hi"}]}, 400),
+    "missing model": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, 400),
+    "prompt longer than the context": ("/v1/chat/completions",
+                                       {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "Grok " * 3000}]}, 400),
+    "max_tokens zero": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400),
+    "max_tokens negative": ("/v1/completions", {"model": "tiny-grok-2", "prompt": "hi", "max_tokens": -5}, 400),
+    "max_tokens beyond the context": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**9}, 400),
+    "max_tokens not a number": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}, 400),
+    "temperature out of range": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}, 400),
+    "n > 1": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400),
+    "too many stop strings": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "stop": list("abcde")}, 400),
+    "empty prompt": ("/v1/completions", {"model": "tiny-grok-2", "prompt": ""}, 400),
+    "image content": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400),
+    "unknown route": ("/v1/embeddings", {"model": "tiny-grok-2", "input": "hi"}, 404),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_openai_errors(server, case):
+    path, body, status = BAD_REQUESTS[case]
+    started = time.perf_counter()
+    reply = post(server, path, body)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert error["message"] and error["type"] == "invalid_request_error"
+    assert time.perf_counter() - started < 10
+
+
+def test_bad_requests_through_the_openai_client(client, server):
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="gpt-5", messages=ask("hi"))
+    with pytest.raises(openai.BadRequestError, match="maximum context length") as raised:
+        client.chat.completions.create(model=server.model, messages=ask("Grok " * 3000))
+    assert raised.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.chat.completions.create(model=server.model, messages=ask("hi"), max_tokens=5000)
+    # ... and the server is unharmed
+    assert client.chat.completions.create(model=server.model, messages=ask("What is your name?")).choices[0].message.content
+    assert server.health()["failed"] == 0
+
+
+def test_occupied_port_is_reported_with_the_fix(server):
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(helpers.CourseError, match=f"Port {server.port} on 127.0.0.1 is already in use") as raised:
+        start_server(port=server.port)
+    assert "port=0" in str(raised.value)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == children  # nothing was started
+
+
+def test_remote_bind_needs_consent_and_a_key():
+    with pytest.raises(helpers.CourseError, match="beyond this machine"):
+        start_server(host="0.0.0.0", port=0)
+    with pytest.raises(helpers.CourseError, match="API key"):
+        start_server(host="0.0.0.0", port=0, allow_remote=True)
+    from helpers.serve import main
+
+    with pytest.raises(SystemExit):  # the command line refuses too
+        main(["--host", "0.0.0.0", "--port", "0"])
+
+
+def test_small_load_test(server):
+    result = load_test(server.base_url, server.model, QUESTIONS, requests=8, concurrency=4, max_tokens=16)
+    summary = result.summary()
+    assert summary["errors"] == 0 and summary["requests"] == 8
+    assert 0 < summary["ttft_p50_s"] <= summary["latency_p50_s"] <= summary["latency_p95_s"]
+    assert summary["tokens_per_s"] > 0
+    with pytest.raises(helpers.CourseError, match="not this machine"):
+        load_test("http://example.com/v1", server.model, QUESTIONS)
+
+
+# ------------------------------------------------------------------------------- adapter, API key, hang-ups
+
+
+def test_api_key_is_required_when_set(adapter_server):
+    anonymous = openai.OpenAI(base_url=adapter_server.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.list()
+    assert httpx.get(f"{adapter_server.url}/health").status_code == 200  # health stays open for probes
+    assert [m.id for m in adapter_server.client().models.list().data] == ["random-grok-2", "random-grok-2+adapter"]
+
+
+def test_base_and_adapter_answers_match_peft_here(adapter_server, random_model_dir, tokenizer):
+    from peft import PeftModel
+
+    client = adapter_server.client()
+    base = helpers.load_model(random_model_dir / "base", verbose=False)
+    settings = SamplingSettings(max_new_tokens=8)
+    base_here = generate(base, tokenizer, ask("What is LoRA?"), settings).text
+    with_adapter = PeftModel.from_pretrained(base, str(random_model_dir / "adapter")).eval()
+    adapter_here = generate(with_adapter, tokenizer, ask("What is LoRA?"), settings).text
+    assert base_here != adapter_here
+    served = {name: client.chat.completions.create(model=name, messages=ask("What is LoRA?"), max_tokens=8)
+              for name in adapter_server.models}
+    assert served["random-grok-2"].choices[0].message.content == base_here
+    assert served["random-grok-2+adapter"].choices[0].message.content == adapter_here
+
+
+def test_merged_adapter_gives_the_same_answers(random_model_dir, tokenizer):
+    from helpers.serve import load_for_serving
+
+    unmerged = load_for_serving(random_model_dir / "base", adapter=random_model_dir / "adapter")
+    merged = load_for_serving(random_model_dir / "base", adapter=random_model_dir / "adapter", merge=True)
+    assert merged.names == ["base+adapter-merged"] and unmerged.names == ["base", "base+adapter"]
+    settings = SamplingSettings(max_new_tokens=8)
+    assert (generate(merged.model, tokenizer, ask("What is LoRA?"), settings).token_ids
+            == generate(unmerged.model, tokenizer, ask("What is LoRA?"), settings).token_ids)
+    with pytest.raises(helpers.CourseError, match="adapter_config.json"):
+        load_for_serving(random_model_dir / "base", adapter=random_model_dir)
+
+
+def test_client_that_hangs_up_mid_stream_frees_its_slot(adapter_server):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": "random-grok-2", "messages": ask("Tell me everything."), "max_tokens": 3000, "stream": True}
+    before = adapter_server.health()
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{adapter_server.url}/v1/chat/completions", json=body, headers=headers) as reply:
+            assert reply.status_code == 200
+            received = []
+            for line in reply.iter_lines():
+                if line.startswith("data: "):
+                    received.append(line)
+                if len(received) >= 5:
+                    break  # hang up after a few tokens of a 3000-token answer
+    hung_up = time.perf_counter()
+    while time.perf_counter() - hung_up < 10:
+        health = adapter_server.health()
+        if health["running"] == 0 and health["cancelled"] > before["cancelled"]:
+            break
+        time.sleep(0.1)
+    assert health["running"] == 0 and health["cancelled"] == before["cancelled"] + 1 and health["failed"] == 0
+    # the slot is free: the next request is served at once
+    reply = adapter_server.client().chat.completions.create(model="random-grok-2", messages=ask("hi"), max_tokens=4)
+    assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
+
+
+def test_stop_during_a_stream_is_quick_and_tells_the_client(adapter_server):
+    """Last user of adapter_server: it is stopped here while a 3000-token stream runs."""
+    lines, ready = [], threading.Event()
+
+    def read():
+        body = {"model": "random-grok-2", "messages": ask("Go on."), "max_tokens": 3000, "stream": True}
+        with httpx.stream("POST", f"{adapter_server.url}/v1/chat/completions", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {API_KEY}"}) as reply:
+            with contextlib.suppress(httpx.HTTPError):
+                for line in reply.iter_lines():
+                    lines.append(line)
+                    if len(lines) > 6:
+                        ready.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert ready.wait(30)
+    started = time.perf_counter()
+    report = adapter_server.stop()
+    assert time.perf_counter() - started < 10 and report["stopped_by"] == "SIGTERM" and report["orphans"] == []
+    reader.join(10)
+    assert not reader.is_alive()
+    events = [line for line in lines if line]
+    assert any("shutting down" in line for line in events) and events[-1] == "data: [DONE]"
+
+
+def test_server_exits_when_its_parent_dies():
+    """A kernel killed with SIGKILL cannot stop its server: the server notices and exits by itself (no orphan)."""
+    from helpers.serve import free_port
+
+    port = free_port()
+    serve = f"{sys.executable} -m helpers.serve --port {port} --parent-pid $$"
+    parent = subprocess.Popen(["bash", "-c", f"{serve} > /dev/null 2>&1 & echo $!; sleep 600"], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True, cwd=helpers.paths.REPO_ROOT)
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        assert psutil.pid_exists(child)
+        os.kill(parent.pid, signal.SIGKILL)  # the "kernel" dies without cleaning up
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and psutil.pid_exists(child):
+            if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+                break
+            time.sleep(0.2)
+        assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
