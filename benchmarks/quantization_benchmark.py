@@ -10,7 +10,7 @@ in each precision with `helpers.load_model(quantization=...)` and records per pr
     model on the same random prompts (random weights: this measures rounding, not language quality).
 Writes benchmarks/results/quantization-<model>-<device>.json and .md with the command, machine and versions.
 
-    # the record the course wants, on one CUDA GPU (an H100; not run yet)
+    # the record the course wants, on one CUDA GPU (an H100; results in benchmarks/results/quantization-*-cuda.md)
     python benchmarks/quantization_benchmark.py --model llama-1b
     python benchmarks/quantization_benchmark.py --model granitemoe-3b
     # CPU runs (small shapes of the same architectures; 1-2 minutes each on a busy 2-core machine)

@@ -257,18 +257,14 @@ def load_model(
 
 
 def _load_released_layout(folder: Path, placement: LoadPlan):
-    """xAI's pre-sharded files: stream them into the model (expert slices stitched), no conversion on disk."""
-    if placement.quantization:
-        raise CourseError(
-            "Quantizing while streaming the released tensor-parallel layout is not supported.",
-            f"Convert it once to ordinary shards, then load with quantization: "
-            f"`helpers.grok2.convert_released_checkpoint('{folder}', '<new folder>')` (needs as much free disk "
-            "as the checkpoint), then `helpers.load_model('<new folder>', quantization=...)`.",
-        )
+    """xAI's pre-sharded files: stream them into the model (expert slices stitched, quantized on the fly if asked),
+    no conversion on disk."""
     device_map = placement.device_map
     if isinstance(device_map, dict) and set(device_map) == {""}:
         device_map = device_map[""]
-    return load_released_checkpoint(folder, dtype=placement.dtype, device_map=device_map, max_memory=placement.max_memory)
+    return load_released_checkpoint(folder, dtype=placement.dtype, device_map=device_map,
+                                    max_memory=placement.max_memory,
+                                    quantization_config=quantization_config(placement.quantization, placement.dtype))
 
 
 def load_tokenizer(name_or_path: str | Path | None = None, *, profile: str | None = None):

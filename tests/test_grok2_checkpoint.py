@@ -82,3 +82,54 @@ def test_missing_slice_is_reported(released, tmp_path):
     (broken / "pytorch_model-00007-TP-003.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="incomplete"):
         list(iter_released_tensors(broken))
+
+
+@pytest.fixture(scope="module")
+def wider(tmp_path_factory):
+    """A model whose matrices are at least one 4-bit block (64 weights) wide, as bitsandbytes' CPU kernels need."""
+    torch.manual_seed(0)
+    config = Grok2Config(
+        vocab_size=120, hidden_size=64, intermediate_size=128, moe_intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, embedding_multiplier_scale=64**0.5,
+        initializer_range=0.2,
+    )
+    model = Grok2ForCausalLM(config).eval()
+    return model, save_in_released_layout(model, tmp_path_factory.mktemp("released64") / "grok-2")
+
+
+@pytest.mark.parametrize("kind", ["nf4", "int8"])
+def test_released_layout_quantizes_on_the_fly_like_from_pretrained(wider, tmp_path, kind):
+    import bitsandbytes as bnb
+
+    model, released = wider
+    model.save_pretrained(tmp_path / "plain")
+    streamed = helpers.load_model(released, quantization=kind, verbose=False)
+    reference = helpers.load_model(tmp_path / "plain", quantization=kind, verbose=False)
+    quantized = bnb.nn.Linear4bit if kind == "nf4" else bnb.nn.Linear8bitLt
+    layer = streamed.model.layers[1]
+    assert isinstance(layer.block_sparse_moe.experts[5].w2, quantized) and isinstance(layer.self_attn.q_proj, quantized)
+    # the router and the LM head stay in full precision, as with from_pretrained
+    assert type(layer.block_sparse_moe.gate) is torch.nn.Linear and type(streamed.lm_head) is torch.nn.Linear
+    ids = torch.randint(3, 120, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, want, full = streamed(ids).logits, reference(ids).logits, model(ids).logits
+    assert torch.equal(got, want)  # the same bytes as transformers' own quantized loading
+    error = (got - full).abs().mean() / full.abs().mean()
+    assert 0 < error < 0.3, error  # close to, not equal to, full precision
+
+
+def test_quantized_device_map_prices_4_bit_layers(released):
+    from helpers.grok2.checkpoint import empty_model, plan_device_map
+    from helpers.quantization import quantization_config
+
+    config = Grok2Config.from_pretrained(released)
+    empty = empty_model(config)
+    full_bytes = sum(p.numel() for p in empty.parameters()) * 4
+    # Two fake GPUs that each hold ~40% of the fp32 model: fp32 must spill to the CPU, 4-bit must not.
+    budget = {0: int(0.4 * full_bytes), 1: int(0.4 * full_bytes), "cpu": 10 * full_bytes}
+    fp32_map = plan_device_map(empty, budget, torch.float32, None)
+    assert "cpu" in set(fp32_map.values())
+    nf4 = quantization_config("nf4", torch.float32)
+    empty4 = empty_model(config, nf4)
+    nf4_map = plan_device_map(empty4, budget, torch.float32, nf4)
+    assert set(nf4_map.values()) <= {0, 1}  # all on the GPUs

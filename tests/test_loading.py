@@ -124,17 +124,6 @@ def test_released_grok2_config_plans_offline():
     assert isinstance(config, helpers.grok2.Grok2Config) and config.num_hidden_layers == 64
 
 
-def test_released_layout_with_quantization_is_explained(tmp_path):
-    from helpers.grok2 import Grok2Config, Grok2ForCausalLM
-    from helpers.grok2.checkpoint import save_in_released_layout
-
-    config = Grok2Config(vocab_size=64, hidden_size=16, intermediate_size=32, moe_intermediate_size=16,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8)
-    folder = save_in_released_layout(Grok2ForCausalLM(config), tmp_path / "released")
-    with pytest.raises(CourseError, match="convert_released_checkpoint"):
-        helpers.load_model(folder, quantization="nf4", verbose=False)
-
-
 def test_refuses_grok2_here_before_downloading():
     """On this CPU machine the real Grok 2.5 is refused from its config alone."""
     with pytest.raises(CourseError, match="does not fit"):

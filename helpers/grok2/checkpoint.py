@@ -119,33 +119,100 @@ def _device_for(name: str, device_map: dict) -> str | int:
     return device
 
 
+def _quantize_linear_layers(model: Grok2ForCausalLM, quantization_config) -> None:
+    """Swap (on the meta device) every nn.Linear that bitsandbytes would quantize for its 8/4-bit module - the same
+    swap `from_pretrained(quantization_config=...)` does, so both paths give the same model."""
+    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+    replace_with_bnb_linear(model, modules_to_not_convert=list(quantization_config.llm_int8_skip_modules or []),
+                            quantization_config=quantization_config)
+    model.config.quantization_config = quantization_config
+
+
+def _place_tensor(model, name: str, tensor: torch.Tensor, device, dtype: torch.dtype) -> None:
+    """Put one checkpoint tensor into the model on `device`; weights of 8/4-bit modules are quantized on the way."""
+    import bitsandbytes as bnb
+    from accelerate.utils import set_module_tensor_to_device
+
+    module_name, _, param_name = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    target = torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    if param_name == "weight" and isinstance(module, bnb.nn.Linear4bit):
+        old = module.weight  # the meta Params4bit carries the settings (quant type, blocksize, double quantization)
+        settings = {k: v for k, v in old.__dict__.items() if k in ("blocksize", "compress_statistics", "quant_type",
+                                                                     "quant_storage", "module")}
+        # .to(device) quantizes: bitsandbytes packs the codes and block scales on the target device
+        module.weight = bnb.nn.Params4bit(tensor.to(target, dtype), requires_grad=False, **settings).to(target)
+    elif param_name == "weight" and isinstance(module, bnb.nn.Linear8bitLt):
+        settings = {"has_fp16_weights": module.weight.has_fp16_weights}
+        # Int8Params quantizes when it moves from the CPU to its device (CPU -> CPU included)
+        module.weight = bnb.nn.Int8Params(tensor.to("cpu", dtype), requires_grad=False, **settings).to(target)
+    else:
+        set_module_tensor_to_device(model, name, device, value=tensor, dtype=dtype)
+
+
+def _size_dtype(quantization_config):
+    """The dtype accelerate should price quantized layers at when it splits the model over devices."""
+    from accelerate.utils import CustomDtype
+
+    if quantization_config is None:
+        return None
+    return torch.int8 if quantization_config.load_in_8bit else CustomDtype.INT4
+
+
+def empty_model(config: Grok2Config, quantization_config=None) -> Grok2ForCausalLM:
+    """Grok 2 on the meta device (no memory), with its Linear layers swapped for 8/4-bit ones if asked: what
+    `plan_device_map` prices and what the loader fills."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = Grok2ForCausalLM(config)
+    if quantization_config is not None:
+        _quantize_linear_layers(model, quantization_config)
+    return model
+
+
+def plan_device_map(model, max_memory: dict | None, dtype: torch.dtype, quantization_config=None) -> dict:
+    """accelerate's device map for an empty model, with quantized layers priced at 8 or 4 bits (the modules kept in
+    full precision at `dtype`): whole decoder layers go to the GPUs in order, then the CPU."""
+    from accelerate import infer_auto_device_map
+
+    kept = list(quantization_config.llm_int8_skip_modules or []) if quantization_config is not None else []
+    special = {n: dtype for n, _ in model.named_parameters() if any(k in n for k in kept)}
+    return infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=model._no_split_modules,
+                                 dtype=_size_dtype(quantization_config) or dtype, special_dtypes=special or None)
+
+
 def load_released_checkpoint(
     folder: str | Path,
     dtype: torch.dtype = torch.bfloat16,
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
+    quantization_config=None,
 ) -> Grok2ForCausalLM:
-    """Build Grok 2 with empty weights, then stream the released files into it, tensor by tensor, onto their devices."""
-    from accelerate import dispatch_model, infer_auto_device_map, init_empty_weights
-    from accelerate.utils import set_module_tensor_to_device
+    """Build Grok 2 with empty weights, then stream the released files into it, tensor by tensor, onto their devices.
 
-    config = Grok2Config.from_pretrained(folder)
-    with init_empty_weights():
-        model = Grok2ForCausalLM(config)
+    `quantization_config` (a transformers BitsAndBytesConfig, e.g. `helpers.quantization.quantization_config("nf4",
+    torch.bfloat16)`) quantizes each weight matrix as it arrives: host memory never holds more than one full tensor,
+    which is how a 4-bit Grok 2.5 (~142 GB) loads onto 2 x 80 GB GPUs without a converted copy on disk.
+    """
+    from accelerate import dispatch_model
+
+    model = empty_model(Grok2Config.from_pretrained(folder), quantization_config)
     if device_map is None:
         device_map = {"": "cpu"}
     elif isinstance(device_map, str):
         if device_map != "auto":
             device_map = {"": device_map}
         else:
-            device_map = infer_auto_device_map(
-                model, max_memory=max_memory, no_split_module_classes=model._no_split_modules, dtype=dtype
-            )
+            device_map = plan_device_map(model, max_memory, dtype, quantization_config)
+    if quantization_config is not None and "disk" in set(device_map.values()):
+        raise ValueError("8/4-bit layers cannot be offloaded to disk: give the GPUs/CPU more memory (max_memory).")
     expected = {name for name, _ in model.named_parameters()}
     for name, tensor in iter_released_tensors(folder):
         if name not in expected:
             raise KeyError(f"{folder}: unexpected tensor {name!r} (is this a Grok 2 checkpoint?)")
-        set_module_tensor_to_device(model, name, _device_for(name, device_map), value=tensor, dtype=dtype)
+        _place_tensor(model, name, tensor, _device_for(name, device_map), dtype)
         expected.discard(name)
     if expected:
         missing = ", ".join(sorted(expected)[:5])
