@@ -4,9 +4,21 @@
 #
 #   bash scripts/course.sh lab  [jupyter lab options]   set up, then open lesson 00 in JupyterLab (profile tiny)
 #   bash scripts/course.sh test [pytest options]        set up, then run every test and execute every notebook
+#   bash scripts/course.sh drift [pytest options]       the same tests against the newest releases (see below)
+#   bash scripts/course.sh workshop [options]           build an offline kit for a workshop room (scripts/prepare_workshop.sh)
 #
 # Setup is idempotent: .venv is created once, and `pip install -e ".[test]"` runs again only when pyproject.toml
 # (the single source of truth for versions) changes - a stamp file in .venv holds its hash.
+#
+# drift: are the pins falling behind, and would the newest releases break the course? It builds a separate
+# environment, .venv-drift (never .venv), installs the course at its pins, then upgrades every runtime package of
+# pyproject.toml except torch (transformers, peft, accelerate, bitsandbytes, huggingface-hub, tokenizers, safetensors,
+# fastapi, openai, ...) to the newest release pip finds, runs the whole test suite (tests and notebooks, tiny profile,
+# offline) and writes workspace/drift-report.md: each package pinned vs installed vs newest, and every test that broke.
+# torch stays at its pin: the newest torch wheel on PyPI is a CUDA build that pulls several GB of nvidia-* wheels onto
+# a machine without a GPU, and moving torch is a deliberate change measured on a GPU. It needs the package index (the
+# test run itself stays offline) and exits with pytest's code, so a scheduled job fails when drift breaks something.
+# .github/workflows/drift.yml runs it weekly. It never changes pyproject.toml: taking a new version is a pin change.
 #
 # Environment: GROK2_COURSE_PROFILE (tiny | small | grok-2; lab only, default tiny), PYTHON (the interpreter that
 # creates .venv, default python3).
@@ -127,6 +139,32 @@ Continuing: the tests that need git-lfs will say so.
 EOF
 }
 
+find_chromium() {
+    local candidate
+    for candidate in "${GROK2_COURSE_CHROMIUM:-}" /usr/bin/chromium /usr/bin/chromium-browser /usr/bin/google-chrome; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+            echo "$candidate"
+            return
+        fi
+    done
+    return 1
+}
+
+ensure_chromium() {
+    # tests/test_browser.py opens the course in a real browser: Debian's Chromium, driven by Playwright.
+    find_chromium >/dev/null && return
+    if can_apt; then
+        say "Installing Chromium with apt-get (for the browser test; ~100 MB, once)"
+        apt_install chromium && return
+    fi
+    cat >&2 <<'EOF'
+
+WARNING: Chromium is not installed, and this script cannot install it (it needs apt-get and root or password-less
+sudo). The browser test (tests/test_browser.py) is skipped without it; install it and run this again:
+  Debian/Ubuntu: sudo apt-get install chromium    or point GROK2_COURSE_CHROMIUM at a Chrome/Chromium binary
+EOF
+}
+
 run_lab() {
     setup
     export GROK2_COURSE_PROFILE="${GROK2_COURSE_PROFILE:-tiny}"
@@ -142,6 +180,7 @@ run_lab() {
 run_tests() {
     setup
     ensure_git_lfs
+    ensure_chromium
     cd "$ROOT"
     # Every test and notebook runs on the tiny profile, offline: nothing touches the network.
     export GROK2_COURSE_PROFILE=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 MPLBACKEND=Agg
@@ -165,10 +204,56 @@ run_tests() {
     return "$rc"
 }
 
+run_drift() {
+    local venv="$ROOT/.venv-drift" python dbin dpy scratch rc=0
+    case "$(uname -s)" in
+        MINGW* | MSYS* | CYGWIN*) dbin="$venv/Scripts" ;;
+        *) dbin="$venv/bin" ;;
+    esac
+    dpy="$dbin/python"
+    if [ ! -x "$dpy" ]; then
+        python="$(find_python)"
+        say "Creating the drift environment in .venv-drift with $("$python" --version 2>&1)"
+        "$python" -m venv "$venv" || die "Could not create .venv-drift (see the messages above)."
+    fi
+    ensure_git_lfs
+    cd "$ROOT"
+    scratch="$ROOT/workspace/drift"
+    rm -rf "$scratch" && mkdir -p "$scratch"
+    say "Drift 1/4: installing the course at its pins in .venv-drift"
+    "$dpy" -m pip install --quiet --upgrade pip
+    "$dpy" -m pip install --quiet -e "${ROOT}[test]" || die "pip could not install the course at its pins."
+    "$dpy" scripts/drift.py installed >"$scratch/pinned.json"
+    "$dpy" scripts/drift.py constraints >"$scratch/constraints.txt"
+    local packages=()
+    while IFS= read -r line; do packages+=("$line"); done < <("$dpy" scripts/drift.py packages)
+    say "Drift 2/4: upgrading ${#packages[@]} packages to their newest releases (torch stays at $(cat "$scratch/constraints.txt"))"
+    # pip warns that grok2-course asks for the old pins: that is the point of this run.
+    local pip_rc=0
+    "$dpy" -m pip install --quiet --upgrade --upgrade-strategy eager -c "$scratch/constraints.txt" "${packages[@]}" \
+        >"$scratch/pip-upgrade.txt" 2>&1 || pip_rc=$?
+    grep -v "grok2-course" "$scratch/pip-upgrade.txt" || true
+    [ "$pip_rc" -eq 0 ] || die "pip could not upgrade the packages (exit code $pip_rc; messages above)."
+    "$dpy" -m pip check >"$scratch/pip-check.txt" 2>&1 || true
+    say "Drift 3/4: running every test and notebook against the newest releases (profile tiny, offline)"
+    export GROK2_COURSE_PROFILE=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 MPLBACKEND=Agg
+    export GROK2_COURSE_WORKSPACE="$scratch/workspace"
+    # nbval runs the notebooks in the current environment: the kernel must be .venv-drift's Python.
+    PATH="$dbin:$PATH" "$dpy" -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider \
+        --junitxml="$scratch/junit.xml" -q "$@" || rc=$?
+    say "Drift 4/4: writing workspace/drift-report.md"
+    "$dpy" scripts/drift.py report --junit "$scratch/junit.xml" --rc "$rc" --pinned "$scratch/pinned.json" \
+        --pip-check "$scratch/pip-check.txt" --constraints "$scratch/constraints.txt" \
+        --out "$ROOT/workspace/drift-report.md"
+    return "$rc"
+}
+
 usage() {
     cat >&2 <<'EOF'
 usage: bash scripts/course.sh lab  [jupyter lab options]   set up, then open the course in JupyterLab
        bash scripts/course.sh test [pytest options]        set up, then run all tests and execute every notebook
+       bash scripts/course.sh drift [pytest options]       the tests against the newest releases (.venv-drift)
+       bash scripts/course.sh workshop [options]           an offline kit for a room: wheels, git bundle (--help)
 EOF
 }
 
@@ -177,6 +262,8 @@ cmd="${1:-}"
 case "$cmd" in
     lab) run_lab "$@" ;;
     test) run_tests "$@" ;;
+    drift) run_drift "$@" ;;
+    workshop) exec bash "$ROOT/scripts/prepare_workshop.sh" "$@" ;;
     -h | --help | help) usage ;;
     *) usage; exit 2 ;;
 esac

@@ -128,8 +128,8 @@ def test_practice_repo_from_any_model_folder(tmp_path):
     model = helpers.load_model(clone, verbose=False)
     reference = helpers.load_model(source, verbose=False)
     ids = torch.arange(3, 12)[None]
-    with torch.no_grad():
-        assert torch.equal(model(ids).logits, reference(ids).logits)
+    with torch.no_grad():  # bf16 weights identical (above); logits to rounding at another memory alignment
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=1e-2)
 
 
 def test_practice_repo_never_deletes_a_folder_it_did_not_build(tmp_path):
@@ -169,9 +169,14 @@ def test_selective_then_full_pull_then_load(clone):
     assert _git_status(clone) == ""  # the clone is clean: git sees the files as the committed LFS files
     model = helpers.load_model(clone, verbose=False)
     original = helpers.load_model(helpers.TINY_MODEL_DIR, verbose=False)
+    pulled, shipped = model.state_dict(), original.state_dict()
+    assert pulled.keys() == shipped.keys()
+    assert all(torch.equal(pulled[name], shipped[name]) for name in shipped)  # bit for bit the shipped weights
     ids = torch.arange(3, 20)[None]
     with torch.no_grad():
-        assert torch.equal(model(ids).logits, original(ids).logits)
+        # Same weights, but mmapped from other files at other memory alignments: CPU matmul kernels may then sum in
+        # another order, so logits agree to float32 rounding rather than bit for bit.
+        torch.testing.assert_close(model(ids).logits, original(ids).logits, rtol=0, atol=1e-5)
 
 
 def test_plain_git_files_need_no_pull_and_unknown_patterns_are_named(clone):

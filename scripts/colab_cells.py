@@ -1,0 +1,257 @@
+"""Writes the Colab parts of the course from pyproject.toml: colab/requirements.txt, and at the top of every lesson an
+"Open in Colab" badge and the Colab setup cell. Idempotent: a second run changes nothing.
+
+    python scripts/colab_cells.py            write them (only files whose content changes are rewritten)
+    python scripts/colab_cells.py --check    change nothing; exit 1 and name each file that is out of date
+
+Everything comes from pyproject.toml, the single source of truth:
+- the repository's address: `[project.urls] Repository` (a github.com address). Moving the course is a one-line edit
+  there, then this script;
+- the release the Colab cell installs: the git tag `v<[project] version>`. Tag each release so: `git tag v0.1.0`;
+- the packages and their versions: `[project] dependencies`, pinned exactly, less the ones Colab keeps (below).
+
+What the badge and the cell are:
+- the badge is the first line of each lesson's first (markdown) cell and opens
+  colab.research.google.com/github/<owner>/<repo>/blob/main/notebooks/<file>.ipynb;
+- the cell is each lesson's first code cell (cell id `colab-setup`). Outside Colab it prints one line and does nothing
+  else. On Colab it clones the course at the release tag into /content, installs colab/requirements.txt and the
+  course itself (`--no-deps`, so pyproject's torch and Jupyter pins are not applied there), asks for a restart when a
+  package already imported in the session changed version, turns on Colab's widget manager (for the lessons'
+  ipywidgets), and sets GROK2_COURSE_PROFILE (unless already set) to
+  `small` when a GPU with enough memory for it is present (a free T4 has 15 GB), `tiny` otherwise.
+
+Why Colab keeps its own torch: Colab's torch is a CUDA build matched to its GPU driver and preinstalled. The course's
+pin names the same release series the lessons are tested with, but installing it on Colab means downloading the CUDA
+wheel and its nvidia-* libraries (several GB, minutes, on every new session) to replace a working build; the cell
+prints Colab's torch version next to the pin so a mismatch is visible. jupyterlab and ipykernel are Colab's own too:
+Colab runs its own front end, and replacing its kernel package can break the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+REQUIREMENTS = ROOT / "colab" / "requirements.txt"
+CELL_ID = "colab-setup"
+LESSON_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\((?P<url>[^)]*)\)$")
+GITHUB = re.compile(r"^https://github\.com/(?P<owner>[A-Za-z0-9_.\-]+)/(?P<repo>[A-Za-z0-9_.\-]+?)(?:\.git)?/?$")
+COLAB_INSTALL_DIR = "/content"  # where Colab keeps a notebook's files
+
+# Packages Colab provides itself, each with the reason (also printed into colab/requirements.txt).
+COLAB_KEEPS = {
+    "torch": "Colab's preinstalled CUDA build, matched to its GPU driver (the cell prints it next to the pin)",
+    "jupyterlab": "Colab has its own notebook front end",
+    "ipykernel": "Colab's kernel; replacing it can break the runtime",
+}
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli, else the copy pip carries
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        from pip._vendor import tomli as tomllib
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def repository() -> tuple[str, str, str]:
+    """(address, owner, repo) from `[project.urls] Repository`."""
+    url = pyproject()["project"]["urls"]["Repository"]
+    match = GITHUB.match(url)
+    if not match:
+        raise SystemExit(f"[project.urls] Repository must be https://github.com/<owner>/<repo>, not {url!r}")
+    return url.rstrip("/").removesuffix(".git"), match["owner"], match["repo"]
+
+
+def release_tag() -> str:
+    return "v" + pyproject()["project"]["version"]
+
+
+def runtime_pins() -> dict[str, str]:
+    """{canonical name: version} of `[project] dependencies` (tests/test_pins.py makes sure each is pinned with ==)."""
+    pins = {}
+    for requirement in pyproject()["project"]["dependencies"]:
+        name, _, version = requirement.partition("==")
+        pins[canonical(name.strip())] = version.strip()
+    return pins
+
+
+def colab_pins() -> dict[str, str]:
+    return {name: version for name, version in runtime_pins().items() if name not in COLAB_KEEPS}
+
+
+def requirements_text() -> str:
+    kept = "".join(f"#   {name}=={runtime_pins()[name]} is not installed: {why}\n" for name, why in COLAB_KEEPS.items())
+    return ("# What the Colab setup cell installs, every version equal to pyproject.toml's pin.\n"
+            "# Generated by scripts/colab_cells.py from pyproject.toml: do not edit, run the script.\n"
+            f"{kept}"
+            + "".join(f"{name}=={version}\n" for name, version in colab_pins().items()))
+
+
+def badge_url(notebook: Path) -> str:
+    _, owner, repo = repository()
+    relative = notebook.resolve().relative_to(ROOT).as_posix()
+    return f"https://colab.research.google.com/github/{owner}/{repo}/blob/main/{relative}"
+
+
+def badge(notebook: Path) -> str:
+    return f"[![Open In Colab]({BADGE_IMAGE})]({badge_url(notebook)})"
+
+
+def small_profile_min_gpu_gb() -> int:
+    sys.path.insert(0, str(ROOT))
+    from helpers.environment import GB, PROFILE_NEEDS
+
+    return PROFILE_NEEDS["small"][1] // GB
+
+
+def cell_source() -> str:
+    url, _, repo = repository()
+    torch_pin = runtime_pins()["torch"]
+    min_gb = small_profile_min_gpu_gb()
+    min_mib = -(-min_gb * 1000**3 // 2**20)  # rounded up
+    return f'''\
+# Colab setup. On Google Colab: installs the course at its release {release_tag()} and picks a profile. Anywhere else it
+# does nothing. Generated by scripts/colab_cells.py, the same in every lesson: edit the script, not this cell.
+import os
+import sys
+
+if "google.colab" not in sys.modules:
+    print("Not on Colab: nothing to install (this is the course's own environment).")
+else:
+    import importlib
+    import importlib.metadata
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    REPOSITORY, RELEASE = "{url}", "{release_tag()}"
+    COURSE = Path("{COLAB_INSTALL_DIR}/{repo}")
+    stamp = COURSE / ".colab-installed"
+    if not stamp.is_file() or stamp.read_text() != RELEASE:
+        shutil.rmtree(COURSE, ignore_errors=True)
+        clone = ["git", "clone", "--quiet", "--depth", "1", "--branch", RELEASE, REPOSITORY, str(COURSE)]
+        if subprocess.run(clone).returncode:
+            raise SystemExit(f"Could not clone {{REPOSITORY}} at {{RELEASE}} (see above): check the address and the tag.")
+        # Every package at the course's pin, except torch, jupyterlab and ipykernel: Colab keeps its own (see the file).
+        requirements = COURSE / "colab" / "requirements.txt"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-r", str(requirements)], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(COURSE)], check=True)
+        stamp.write_text(RELEASE)
+        importlib.invalidate_caches()
+        pins = dict(line.split("==") for line in requirements.read_text().splitlines() if line[:1].isalnum())
+        stale = [name for name, version in pins.items() if getattr(sys.modules.get(name.replace("-", "_")),
+                 "__version__", version) != version]
+        if stale:
+            raise SystemExit(f"Installed. {{', '.join(stale)}} changed while already imported: Runtime > Restart "
+                             "session, then run this notebook again from the top.")
+    if str(COURSE) not in sys.path:
+        sys.path.insert(0, str(COURSE))  # the editable install's path file is read only when Python starts
+    os.chdir(COURSE / "notebooks")
+    from google.colab import output  # the lessons' ipywidgets (chat, playgrounds) need Colab's widget manager
+    output.enable_custom_widget_manager()
+    try:  # the largest GPU's memory in MiB, without importing torch
+        query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+        gpu_mib = max(int(x) for x in subprocess.run(query, capture_output=True, text=True).stdout.split())
+    except (OSError, ValueError):  # no nvidia-smi, or no GPU
+        gpu_mib = 0
+    # small needs a GPU with {min_gb} GB = {min_mib} MiB (a free T4 has 15360 MiB); a profile already chosen is kept.
+    os.environ.setdefault("GROK2_COURSE_PROFILE", "small" if gpu_mib >= {min_mib} else "tiny")
+    print(f"Colab: course {{RELEASE}} in {{COURSE}}; GPU memory {{gpu_mib}} MiB; profile "
+          f"{{os.environ['GROK2_COURSE_PROFILE']}}; torch {{importlib.metadata.version('torch')}} (Colab's; the "
+          "course pins {torch_pin})")
+'''
+
+
+def is_lesson(path: Path) -> bool:
+    return path.parent == NOTEBOOK_DIR and bool(LESSON_NAME.match(path.name))
+
+
+def lessons() -> list[Path]:
+    return sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if is_lesson(p))
+
+
+def setup_cell_index(notebook) -> int | None:
+    """The Colab setup cell: the one with its id, else a first code cell that already deals with Colab."""
+    for index, cell in enumerate(notebook.cells):
+        if cell.get("id") == CELL_ID:
+            return index
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            return index if "google.colab" in cell.source else None
+    return None
+
+
+def apply(notebook, path: Path):
+    """Put the badge and the setup cell into a lesson (an nbformat v4 notebook), in place; returns it."""
+    from nbformat.v4 import new_code_cell
+
+    first = notebook.cells[0]
+    if first.cell_type != "markdown":
+        raise SystemExit(f"{path.name}: the first cell must be markdown (the lesson's title and goals)")
+    lines = first.source.split("\n")
+    if lines and BADGE.match(lines[0]):
+        lines = lines[2:] if len(lines) > 1 and not lines[1].strip() else lines[1:]
+    first.source = "\n".join([badge(path), ""] + lines)
+    index = setup_cell_index(notebook)
+    cell = new_code_cell(cell_source())
+    cell.id = CELL_ID
+    if index is None:
+        notebook.cells.insert(1, cell)
+    else:
+        notebook.cells[index] = cell
+    return notebook
+
+
+def render(path: Path) -> tuple[str, str]:
+    """(current text, text with the Colab parts) of a lesson: read, changed, written back as nbformat writes it."""
+    import nbformat
+
+    current = path.read_text(encoding="utf-8")
+    notebook = nbformat.reads(current, as_version=nbformat.NO_CONVERT)
+    return current, nbformat.writes(apply(notebook, path)) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="change nothing; fail if a file is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    targets = [(REQUIREMENTS, REQUIREMENTS.read_text(encoding="utf-8") if REQUIREMENTS.is_file() else "",
+                requirements_text())]
+    for path in lessons():
+        # Read, change and write each notebook at once: others may be editing the rest of it.
+        current, wanted = render(path)
+        if current != wanted:
+            stale.append(path)
+            if not args.check:
+                path.write_text(wanted, encoding="utf-8")
+    path, current, wanted = targets[0]
+    if current != wanted:
+        stale.append(path)
+        if not args.check:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(wanted, encoding="utf-8")
+    for path in stale:
+        print(("out of date: " if args.check else "rewrote: ") + str(path.relative_to(ROOT)))
+    if not stale:
+        print("Everything is up to date.")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

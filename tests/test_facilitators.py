@@ -1,0 +1,76 @@
+"""docs/facilitators.md states measured figures and commands: the figures must be the recorded ones, the commands must
+work, and what was not measured must say so."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from helpers.paths import REPO_ROOT
+
+GUIDE = REPO_ROOT / "docs" / "facilitators.md"
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+LESSONS = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def timing_rows() -> dict[str, list[str]]:
+    """{lesson stem: the table row's cells} of the guide's timing table."""
+    rows = {}
+    for line in GUIDE.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^\| \[\d\d · [^\]]+\]\(\.\./notebooks/(?P<stem>\d\d_\w+)\.ipynb\) \|(?P<rest>.*)\|$", line)
+        if match:
+            rows[match["stem"]] = [cell.strip() for cell in match["rest"].split("|")]
+    return rows
+
+
+def seconds(cell: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?) (s|min)", cell)
+    assert match, f"not a time: {cell!r}"
+    return float(match[1]) * (60 if match[2] == "min" else 1)
+
+
+def test_every_lesson_has_a_timing_row_with_the_recorded_cpu_time():
+    recorded = json.loads((RESULTS / "lesson-timings-tiny-cpu.json").read_text())
+    by_lesson = {run["notebook"]: run for run in recorded["runs"]}
+    rows = timing_rows()
+    assert sorted(rows) == LESSONS
+    for stem, cells in rows.items():
+        run = by_lesson[f"notebooks/{stem}.ipynb"]
+        assert run["error"] is None, f"the recorded run of {stem} failed"
+        assert round(run["seconds"]) == seconds(cells[0]), f"{stem}: guide says {cells[0]}, recorded {run['seconds']} s"
+
+
+def test_the_totals_are_the_recorded_sums():
+    recorded = json.loads((RESULTS / "lesson-timings-tiny-cpu.json").read_text())
+    text = GUIDE.read_text(encoding="utf-8")
+    lessons = sum(r["seconds"] for r in recorded["runs"] if "/solutions/" not in r["notebook"])
+    solutions = sum(r["seconds"] for r in recorded["runs"] if "/solutions/" in r["notebook"])
+    assert f"| all seven lessons | {lessons / 60:.1f} min |" in text
+    assert f"| the seven solution notebooks | {solutions / 60:.1f} min |" in text
+    assert len(LESSONS) == 7
+
+
+def test_gpu_columns_say_not_measured_unless_a_record_exists():
+    for column, pattern in ((1, "lesson-timings-*t4*.json"), (2, "lesson-timings-*h100*.json")):
+        if list(RESULTS.glob(pattern)):
+            continue  # a record exists: the column may then quote it
+        for stem, cells in timing_rows().items():
+            assert cells[column].startswith("not measured"), f"{stem}: {cells[column]!r} with no {pattern} record"
+
+
+def test_the_kit_command_of_the_guide_works(tmp_path):
+    text = GUIDE.read_text(encoding="utf-8")
+    (command,) = re.findall(r"^\s*bash scripts/course.sh workshop (.*)$", text, re.MULTILINE)
+    args = command.split()
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "course.sh"), "workshop", *args, "--dry-run",
+                             "--out", str(tmp_path / "kit")], capture_output=True, text=True, timeout=120,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in (tmp_path / "kit").iterdir()) == ["README.txt", "install.sh", "requirements.txt"]
+
+
+def test_the_guide_is_linked_from_the_readme_and_its_screenshot_exists():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(docs/facilitators.md)" in readme
+    assert (REPO_ROOT / "docs" / "images" / "04-chat-widget-in-jupyterlab.png").stat().st_size > 10_000
