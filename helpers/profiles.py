@@ -7,6 +7,10 @@
 A lesson calls `get_profile()` once and reads its sizes (tokens to generate, training steps, batch...) from it, so the
 same notebook runs in a minute on a laptop and does real work on a GPU node. `get_profile("small")` overrides the
 environment for one call.
+
+    GROK2_COURSE_MODEL=/data/granite-3.1-3b    the profile's workload, but this model: a local folder (your own
+                                               download, a workshop's copy) or another hub id
+    GROK2_COURSE_TOKENIZER=...                 its tokenizer, when it is not in the same place (default: the model's)
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from .errors import CourseError
 from .paths import DATA_DIR, GROK2_RELEASED_CONFIG, TINY_MODEL_DIR
 
 PROFILE_ENV_VAR = "GROK2_COURSE_PROFILE"
+MODEL_ENV_VAR = "GROK2_COURSE_MODEL"
+TOKENIZER_ENV_VAR = "GROK2_COURSE_TOKENIZER"
 DEFAULT_PROFILE = "tiny"
 
 
@@ -139,7 +145,43 @@ def get_profile(name: str | None = None) -> Profile:
             f"Use one of {', '.join(PROFILES)}: e.g. `export {PROFILE_ENV_VAR}=tiny` before starting Jupyter, "
             f"or `helpers.get_profile('tiny')` in a notebook.",
         )
-    return PROFILES[chosen]
+    return with_model_override(PROFILES[chosen])
+
+
+def with_model_override(profile: Profile) -> Profile:
+    """The profile, with its model (and tokenizer) replaced by $GROK2_COURSE_MODEL ($GROK2_COURSE_TOKENIZER) if set.
+
+    The sizes stay the profile's. A local folder must exist and hold a config.json; the memory plans then read that
+    config, and the profile counts as offline."""
+    import dataclasses
+    from pathlib import Path
+
+    model = os.environ.get(MODEL_ENV_VAR, "").strip()
+    if not model:
+        return profile
+    if profile.name == "tiny":
+        # The tiny lessons check what the built-in model must do (its exact answers, its fine-tuning gain).
+        raise CourseError(f"{MODEL_ENV_VAR} is set, but the tiny profile always uses the built-in tiny Grok 2.",
+                          f"use it with another profile (`{PROFILE_ENV_VAR}=small {MODEL_ENV_VAR}={model}`), or unset "
+                          f"{MODEL_ENV_VAR}")
+    tokenizer = os.environ.get(TOKENIZER_ENV_VAR, "").strip() or model
+    folder = Path(model).expanduser()
+    looks_local = folder.is_absolute() or model.startswith((".", "~")) or folder.exists()
+    if looks_local and not (folder / "config.json").is_file():
+        raise CourseError(f"{MODEL_ENV_VAR}={model!r} is not a model folder (no config.json there).",
+                          f"point {MODEL_ENV_VAR} at the folder that holds config.json and the weights, or unset it "
+                          f"to use the profile's own model ({profile.model_id})")
+    if looks_local:
+        model = str(folder.resolve())
+        if tokenizer == os.environ.get(MODEL_ENV_VAR, "").strip():
+            tokenizer = model
+    return dataclasses.replace(
+        profile, model_id=model, tokenizer_id=tokenizer,
+        title=f"{profile.title}, with the model {model} ({MODEL_ENV_VAR})",
+        offline=looks_local and Path(tokenizer).expanduser().exists(),
+        # A hub id is planned from its config on the hub (that needs the network, as loading it does).
+        planning_config=str(Path(model) / "config.json") if looks_local else model,
+        notes=profile.notes + (f"Model replaced by {MODEL_ENV_VAR}; the workload sizes are the {profile.name} profile's.",))
 
 
 def plan_profile(name: str | None = None):

@@ -122,3 +122,28 @@ def test_the_readme_error_index_links_every_lessons_troubleshooting():
         link = f"notebooks/{lesson.name}#troubleshooting"
         assert link in targets and link in index, f"README's troubleshooting index does not link {link}"
         assert "troubleshooting" in anchors(lesson), f"{lesson.name} has no #troubleshooting anchor"
+
+
+TABLE_CODE = re.compile(r"`[^`\n]*`")
+
+
+def table_pipe_problems(path: Path) -> list[str]:
+    """A `|` inside `code` in a Markdown table row ends the cell there (GitHub and JupyterLab both split on it): it
+    must be written `\\|`."""
+    found = []
+    for line in FENCE.sub("", markdown_of(path)).splitlines():
+        if line.lstrip().startswith("|"):
+            found += [code for code in TABLE_CODE.findall(line) if re.search(r"(?<!\\)\|", code)]
+    return found
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_code_in_tables_escapes_its_pipes(path):
+    found = table_pipe_problems(path)
+    assert not found, f"{path.relative_to(REPO_ROOT)}: write | as \\| inside these table cells: {found}"
+
+
+def test_the_pipe_check_catches_a_broken_cell(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("| a | b |\n|---|---|\n| `<|eos|>` | `<\\|ok\\|>` |\n", encoding="utf-8")
+    assert table_pipe_problems(page) == ["`<|eos|>`"]

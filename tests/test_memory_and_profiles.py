@@ -7,6 +7,7 @@ import torch
 from transformers import AutoConfig, GraniteMoeConfig
 
 import helpers
+from helpers.errors import CourseError
 from helpers.grok2 import Grok2ForCausalLM
 from helpers.memory import GB, GiB, grok2_parameter_breakdown, plan_memory
 
@@ -86,3 +87,34 @@ def test_profiles(monkeypatch):
         return sizes.train_steps * sizes.train_batch_size * sizes.grad_accum_steps * sizes.max_seq_len
 
     assert training_tokens(tiny) < training_tokens(small) and tiny.max_seq_len <= small.max_seq_len
+
+
+def test_model_override_keeps_the_profile_sizes_and_plans_from_the_folder(monkeypatch, tmp_path):
+    from helpers.profiles import PROFILES, get_profile
+
+    model = helpers.load_model(helpers.TINY_MODEL_DIR, verbose=False)
+    folder = tmp_path / "my-copy"
+    model.save_pretrained(folder)
+    helpers.load_tokenizer(helpers.TINY_MODEL_DIR).save_pretrained(folder)
+    monkeypatch.setenv("GROK2_COURSE_MODEL", str(folder))
+    profile = get_profile("small")
+    assert profile.model_id == profile.tokenizer_id == str(folder.resolve())
+    assert profile.sizes == PROFILES["small"].sizes and profile.offline
+    assert profile.planning_config == str(folder.resolve() / "config.json")
+    assert helpers.plan_profile("small").total_params == sum(p.numel() for p in model.parameters())
+    loaded = helpers.load_model(profile="small", verbose=False)
+    assert type(loaded) is type(model) and loaded.config.hidden_size == model.config.hidden_size
+    assert PROFILES["small"].model_id.startswith("ibm-granite/")  # the registry itself is untouched
+
+
+def test_model_override_refuses_a_folder_without_a_model_and_the_tiny_profile(monkeypatch, tmp_path):
+    from helpers.profiles import get_profile
+
+    monkeypatch.setenv("GROK2_COURSE_MODEL", str(tmp_path))
+    with pytest.raises(CourseError, match="not a model folder"):
+        get_profile("small")
+    with pytest.raises(CourseError, match="tiny profile always uses the built-in"):
+        get_profile("tiny")
+    monkeypatch.setenv("GROK2_COURSE_MODEL", "someone/another-model")
+    hub = get_profile("small")
+    assert hub.model_id == "someone/another-model" and not hub.offline and hub.planning_config == "someone/another-model"

@@ -29,6 +29,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .configuration_grok2 import Grok2Config
 
+# transformers 5.24 renamed the outputs' `past_key_values` field to `cache` (the old name still reads, via a
+# property). Build outputs with whichever field this version has, so the model works on both sides of the rename.
+_CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
 
 def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
     """`cap * tanh(x / cap)`: smooth clipping to (-cap, cap). Grok uses it on attention, router and output logits."""
@@ -380,8 +384,11 @@ class Grok2Model(Grok2PreTrainedModel):
         past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        # transformers >= 5.24 passes the cache as `cache` (`past_key_values` is its deprecated name); accept both.
+        past_key_values = past_key_values if past_key_values is not None else cache
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         use_cache = self.config.use_cache if use_cache is None else use_cache
@@ -415,7 +422,7 @@ class Grok2Model(Grok2PreTrainedModel):
         for layer in self.layers:
             hidden_states = layer(hidden_states, position_embeddings, temperature, mask, past_key_values)
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{_CACHE_FIELD: past_key_values})
 
 
 class Grok2ForCausalLM(Grok2PreTrainedModel, GenerationMixin):
@@ -451,8 +458,10 @@ class Grok2ForCausalLM(Grok2PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        past_key_values = past_key_values if past_key_values is not None else cache  # the newer name (see Grok2Model)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -474,7 +483,7 @@ class Grok2ForCausalLM(Grok2PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: getattr(outputs, _CACHE_FIELD)})
 
 
 __all__ = ["Grok2ForCausalLM", "Grok2Model", "Grok2PreTrainedModel", "softcap", "attention_temperature"]
