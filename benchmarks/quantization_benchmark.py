@@ -24,8 +24,6 @@ import argparse
 import datetime
 import json
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ import helpers  # noqa: E402
 from helpers.evaluation import agreement, format_table, measure_speed, next_token_logprobs  # noqa: E402
 from helpers.quantization import (  # noqa: E402
     planned_bytes, quantized_footprint, unquantized_matrices, whole_model_bytes)
+from helpers.roofline import machine_info  # noqa: E402
 
 # Shapes of real models (random weights). Llama: TinyLlama-1.1B's shape. GraniteMoE: the course's `small` profile
 # (Granite 3.1 3B-A800M, data/configs/), whose experts are 3D tensors in transformers v5.
@@ -75,22 +74,6 @@ def build_model(name: str, folder: Path, device: str) -> None:
     del model
 
 
-def machine(device: str) -> dict:
-    info = {"device": device, "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    try:
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")]
-        info["cpu"] = models[0] if models else platform.processor()
-    except OSError:
-        info["cpu"] = platform.processor() or platform.machine()
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_GiB=round(props.total_memory / 2**30, 1),
-                    compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda)
-    return info
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="llama-1b")
@@ -115,7 +98,7 @@ def main(argv: list[str] | None = None) -> Path:
         "command": " ".join(["python", "benchmarks/quantization_benchmark.py",
                              *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(device),
+        "machine": machine_info(device),
         "versions": {name: __import__(name).__version__ for name in ("torch", "transformers", "bitsandbytes")},
         "model": args.model,
         "architecture": MODELS[args.model][0],

@@ -8,8 +8,8 @@ A lesson calls `get_profile()` once and reads its sizes (tokens to generate, tra
 same notebook runs in a minute on a laptop and does real work on a GPU node. `get_profile("small")` overrides the
 environment for one call.
 
-    GROK2_COURSE_MODEL=/data/granite-3.1-3b    the profile's workload, but this model: a local folder (your own
-                                               download, a workshop's copy) or another hub id
+    GROK2_COURSE_MODEL=/data/granite-3.1-3b    the active profile's workload, but this model: a local folder (your
+                                               own download, a workshop's copy) or another hub id
     GROK2_COURSE_TOKENIZER=...                 its tokenizer, when it is not in the same place (default: the model's)
 """
 
@@ -137,15 +137,19 @@ def list_profiles() -> list[Profile]:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The profile named here, else by $GROK2_COURSE_PROFILE, else `tiny`."""
-    chosen = (name or os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE).strip().lower()
+    """The profile named here, else by $GROK2_COURSE_PROFILE, else `tiny`.
+
+    $GROK2_COURSE_MODEL replaces the model of the profile in use only: a lesson that asks for another profile by name
+    (lesson 03 plans Grok 2.5 with `plan_profile("grok-2")` whatever runs) gets that profile as it is."""
+    active = (os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE).strip().lower()
+    chosen = (name or active).strip().lower()
     if chosen not in PROFILES:
         raise CourseError(
             f"Unknown course profile {chosen!r}.",
             f"Use one of {', '.join(PROFILES)}: e.g. `export {PROFILE_ENV_VAR}=tiny` before starting Jupyter, "
             f"or `helpers.get_profile('tiny')` in a notebook.",
         )
-    return with_model_override(PROFILES[chosen])
+    return with_model_override(PROFILES[chosen]) if chosen == active else PROFILES[chosen]
 
 
 def with_model_override(profile: Profile) -> Profile:

@@ -172,9 +172,15 @@ def make_batches(examples, batch_size: int, generator: torch.Generator, batches_
         yield input_ids, labels, attention
 
 
-def train(model, examples, steps: int, seed: int, batch_size: int = 24, peak_lr: float = 4e-3) -> list[float]:
+def train(model, examples, steps: int, seed: int, batch_size: int = 24, peak_lr: float = 4e-3,
+          device: torch.device | None = None) -> list[float]:
+    """AdamW with warm-up and cosine decay over shuffled, length-pooled batches. On a CUDA `device` (other models
+    built with this recipe, e.g. scripts/build_course_llama.py) the batches move there and run under bf16 autocast;
+    the tiny model trains on the CPU in fp32, deterministically."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.98), weight_decay=0.0)
+    cuda = device is not None and device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.98), weight_decay=0.0,
+                                  fused=True if cuda else None)
     warmup = max(1, steps // 20)
 
     def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to 5%
@@ -189,7 +195,10 @@ def train(model, examples, steps: int, seed: int, batch_size: int = 24, peak_lr:
         for input_ids, labels, attention in make_batches(examples, batch_size, generator):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels, use_cache=False).loss
+            if cuda:
+                input_ids, labels, attention = input_ids.to(device), labels.to(device), attention.to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = model(input_ids=input_ids, attention_mask=attention, labels=labels, use_cache=False).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

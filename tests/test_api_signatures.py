@@ -340,6 +340,8 @@ KWARGS_POLICY = {
     "bitsandbytes.nn.modules.Params4bit": lambda f: kwargs_reads(f.__new__),
     "bitsandbytes.nn.modules.Int8Params": lambda f: kwargs_reads(f.__new__),
     "peft.peft_model.PeftModel.from_pretrained": lambda f: peft_from_pretrained(),
+    # Takes **kwargs for cache types that have more settings and drops the rest: hold it to its named parameters.
+    "transformers.cache_utils.StaticCache": lambda f: kwargs_reads(f.__init__),
 }
 
 

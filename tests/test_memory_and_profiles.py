@@ -97,7 +97,9 @@ def test_model_override_keeps_the_profile_sizes_and_plans_from_the_folder(monkey
     model.save_pretrained(folder)
     helpers.load_tokenizer(helpers.TINY_MODEL_DIR).save_pretrained(folder)
     monkeypatch.setenv("GROK2_COURSE_MODEL", str(folder))
+    monkeypatch.setenv("GROK2_COURSE_PROFILE", "small")
     profile = get_profile("small")
+    assert get_profile() == profile
     assert profile.model_id == profile.tokenizer_id == str(folder.resolve())
     assert profile.sizes == PROFILES["small"].sizes and profile.offline
     assert profile.planning_config == str(folder.resolve() / "config.json")
@@ -105,16 +107,21 @@ def test_model_override_keeps_the_profile_sizes_and_plans_from_the_folder(monkey
     loaded = helpers.load_model(profile="small", verbose=False)
     assert type(loaded) is type(model) and loaded.config.hidden_size == model.config.hidden_size
     assert PROFILES["small"].model_id.startswith("ibm-granite/")  # the registry itself is untouched
+    # Only the profile in use is replaced: Grok 2.5's own plan (lesson 03, section 8) stays Grok 2.5's.
+    assert get_profile("grok-2") == PROFILES["grok-2"] and get_profile("tiny") == PROFILES["tiny"]
+    assert helpers.plan_profile("grok-2").total_params == 269_515_497_472
 
 
 def test_model_override_refuses_a_folder_without_a_model_and_the_tiny_profile(monkeypatch, tmp_path):
     from helpers.profiles import get_profile
 
     monkeypatch.setenv("GROK2_COURSE_MODEL", str(tmp_path))
+    monkeypatch.setenv("GROK2_COURSE_PROFILE", "tiny")
+    with pytest.raises(CourseError, match="tiny profile always uses the built-in"):
+        get_profile()
+    monkeypatch.setenv("GROK2_COURSE_PROFILE", "small")
     with pytest.raises(CourseError, match="not a model folder"):
         get_profile("small")
-    with pytest.raises(CourseError, match="tiny profile always uses the built-in"):
-        get_profile("tiny")
     monkeypatch.setenv("GROK2_COURSE_MODEL", "someone/another-model")
     hub = get_profile("small")
     assert hub.model_id == "someone/another-model" and not hub.offline and hub.planning_config == "someone/another-model"

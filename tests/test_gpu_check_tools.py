@@ -1,0 +1,110 @@
+"""The tools that run the course's checks on a bare GPU machine, tested here on the CPU at toy size.
+
+scripts/build_course_llama.py trains a Llama-architecture model on the course's Q&A; scripts/run_notebook_inprocess.py
+runs a lesson in one IPython shell (no Jupyter); scripts/gpu_checks.sh strings them together with the decode
+benchmark. Lesson 03 with a trained model under the `small` profile is the GPU run's workload, so it is run here too,
+with a CPU-sized model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import helpers
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import build_course_llama  # noqa: E402
+import run_notebook_inprocess  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def course_llama(tmp_path_factory) -> Path:
+    """The `cpu` size: 3.5M parameters, ~30 s on two cores; it answers most course questions word for word."""
+    out = tmp_path_factory.mktemp("models") / "course-llama-cpu"
+    build_course_llama.main(["--size", "cpu", "--out", str(out), "--batch-size", "16"])
+    return out
+
+
+def test_course_llama_is_a_llama_with_the_course_tokenizer_and_learned_the_answers(course_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(course_llama)
+    tokenizer = AutoTokenizer.from_pretrained(course_llama)
+    assert model.config.model_type == "llama" and model.config.vocab_size == len(tokenizer) == 1024
+    assert model.generation_config.eos_token_id == [1, 2] and tokenizer.pad_token_id == 0
+    rows = [json.loads(line) for line in (REPO / "data" / "course_qa.jsonl").read_text().splitlines()]
+    assert build_course_llama.exact_answers(model, tokenizer, [r["messages"] for r in rows], "cpu", 16) >= 0.5
+    readme = (course_llama / "README.md").read_text()
+    assert "course_qa.jsonl" in readme and "exact answers" in readme
+
+
+def test_course_llama_never_trains_on_the_held_out_text():
+    tokenizer = helpers.load_tokenizer()
+    text = "\n".join(tokenizer.decode(ids) for ids, _ in build_course_llama.training_examples(tokenizer))
+    held_out = (REPO / "data" / "heldout_course_text.txt").read_text().splitlines()
+    assert not any(line.strip() and line.strip() in text for line in held_out[:64])
+
+
+def test_an_existing_model_folder_is_not_overwritten_by_accident(tmp_path):
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(SystemExit, match="--overwrite"):
+        build_course_llama.main(["--size", "test", "--out", str(tmp_path / "mine")])
+
+
+def test_lesson_03_runs_in_process_with_a_trained_model_and_is_recorded(course_llama, tmp_path, monkeypatch):
+    """What the GPU run does, on the CPU: the small profile's workload on the trained Llama, every assertion of the
+    lesson included (quantized copies close to, not identical to, full precision; memory as planned)."""
+    monkeypatch.setenv("GROK2_COURSE_PROFILE", "small")
+    monkeypatch.setenv("GROK2_COURSE_MODEL", str(course_llama))
+    notebook = REPO / "notebooks" / "03_quantized_inference.ipynb"
+    before = notebook.read_bytes()
+    record = tmp_path / "lesson-03"
+    report = run_notebook_inprocess.run(notebook, record, echo=False)
+    assert report["ok"], report.get("error")
+    assert notebook.read_bytes() == before
+    markdown = record.with_suffix(".md").read_text()
+    assert "| precision | whole model MB |" in markdown and "nf4" in markdown
+    assert "every quantized copy is close to, not identical to, full precision" in markdown
+    assert (tmp_path / "lesson-03-figure1.png").is_file()
+    saved = json.loads(record.with_suffix(".json").read_text())
+    assert saved["environment"]["GROK2_COURSE_MODEL"] == str(course_llama) and saved["machine"]["device"] == "cpu"
+
+
+def test_the_runner_stops_at_the_first_failing_cell(tmp_path):
+    cells = [{"cell_type": "code", "source": ["x = 1\n", "print('first')"], "metadata": {}, "outputs": []},
+             {"cell_type": "code", "source": ["raise ValueError('broken on purpose')"], "metadata": {}, "outputs": []},
+             {"cell_type": "code", "source": ["print('never')"], "metadata": {}, "outputs": []}]
+    notebook = tmp_path / "broken.ipynb"
+    notebook.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "run_notebook_inprocess.py"), str(notebook),
+                             "--record", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "cell 2: ValueError: broken on purpose" in result.stdout
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert [c["cell"] for c in saved["cells"]] == [1, 2] and saved["cells"][0]["stdout"] == "first\n"
+
+
+def test_gpu_checks_script_is_valid_bash_and_names_what_it_runs():
+    script = REPO / "scripts" / "gpu_checks.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    for needed in ("tests/test_fast_generation.py", "scripts/build_course_llama.py", "run_notebook_inprocess.py",
+                   "03_quantized_inference.ipynb", "benchmarks/decode_speed.py --suite"):
+        assert needed in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_the_gpu_suite_refuses_a_machine_without_cuda():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import decode_speed
+
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        decode_speed.main(["--suite", "gpu", "--out", "/nonexistent"])
