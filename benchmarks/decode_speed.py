@@ -47,7 +47,7 @@ from helpers.roofline import (count_active_experts, decode_step_bytes, machine_i
                               roofline_tokens_per_s)
 
 GENERATE_METHODS = ("generate-dynamic", "generate-static")
-FAST_METHODS = ("fast-eager", "fast-cuda-graph", "fast-compile")
+FAST_METHODS = ("fast-eager", "fast-cuda-graph", "fast-compile", "fast-compile-tuned")
 
 # Shapes of real models. llama-1b: TinyLlama-1.1B. llama-7b: Llama-2-7B. grok2-medium: Grok 2's architecture at
 # hidden 4096 (16 layers, 8 experts x 8192, dense 16384; ~7.6B parameters active per token, 18B in all).
@@ -97,10 +97,12 @@ class Suite:
 BATCH8 = ("generate-dynamic", "fast-cuda-graph", "fast-compile")
 SUITES = {
     "gpu": Suite(cases=[
-        Case("llama-7b", {1: ("generate-dynamic", "fast-cuda-graph", "fast-compile", "fast-eager", "generate-static")}),
-        Case("grok2-layers", {1: ("generate-dynamic", "fast-cuda-graph", "fast-compile")}, prefill_tokens=2048,
-             max_layers=12),
-        Case("llama-1b", {1: ("generate-dynamic", "fast-cuda-graph", "fast-compile", "fast-eager", "generate-static")}),
+        Case("llama-7b", {1: ("generate-dynamic", "fast-cuda-graph", "fast-compile", "fast-compile-tuned", "fast-eager",
+                              "generate-static")}),
+        Case("grok2-layers", {1: ("generate-dynamic", "fast-cuda-graph", "fast-compile", "fast-compile-tuned")},
+             prefill_tokens=2048, max_layers=12),
+        Case("llama-1b", {1: ("generate-dynamic", "fast-cuda-graph", "fast-compile", "fast-compile-tuned", "fast-eager",
+                              "generate-static")}),
         Case("grok2-medium", {1: ("generate-dynamic", "fast-cuda-graph", "fast-compile")}),
         Case("llama-7b", {8: BATCH8}),
         Case("llama-1b", {8: BATCH8}),
@@ -323,7 +325,8 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, ceilings, rep
                         model.unstack_experts()  # stock: Grok 2's plain per-expert path, as the model loads
                     speed, _ = time_generate(model, ids, case.new_tokens, method, repeats)
                 else:
-                    generator = FastGenerator(model, mode=method.removeprefix("fast-"))
+                    mode = method.removeprefix("fast-").removesuffix("-tuned")
+                    generator = FastGenerator(model, mode=mode, tune=method.endswith("-tuned"))
                     speed = time_fast(generator, ids, case.new_tokens, repeats)
                     row["mode_used"] = generator.mode
                     row["notes"] = generator.notes
@@ -456,8 +459,9 @@ def markdown(results: dict) -> str:
                   f"{entry.get('dtype', results['dtype'])}, prompt {entry['prompt_len']}, {entry['new_tokens']} new "
                   "tokens", ""]
         rows = [{
-            "batch": r["batch"], "method": r["method"] + (f" (ran {r['mode_used']})"
-                                                          if r.get("mode_used") and r["mode_used"] != r["method"].removeprefix("fast-") else ""),
+            "batch": r["batch"], "method": r["method"] + (
+                f" (ran {r['mode_used']})" if r.get("mode_used") and r["mode_used"] != r["method"].removeprefix(
+                    "fast-").removesuffix("-tuned") else ""),
             "tokens/s": r.get("tokens_per_s"), "roofline tokens/s": r["roofline_tokens_per_s"],
             "share of roofline": f"{r['share_of_roofline']:.1%}" if "share_of_roofline" in r else
             (r.get("skipped") or r.get("error", "")[:80]),

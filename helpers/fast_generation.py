@@ -77,7 +77,7 @@ class _DecodeSession:
 class FastGenerator:
     """Greedy or sampled generation through a static KV cache and a recorded decode step. See the module docstring."""
 
-    def __init__(self, model, mode: str = "auto", cache_bucket: int = 256):
+    def __init__(self, model, mode: str = "auto", cache_bucket: int = 256, tune: bool = False):
         if mode not in MODES:
             raise CourseError(f"Unknown decoding mode {mode!r}.", f"use one of {', '.join(MODES)}")
         self.model = model.eval()
@@ -88,6 +88,10 @@ class FastGenerator:
             raise CourseError("mode='cuda-graph' needs a CUDA GPU.", "use mode='eager' or 'compile' on a CPU")
         self.mode = mode
         self.cache_bucket = cache_bucket  # cache lengths are rounded up to this: fewer recordings across calls
+        # tune (mode "compile"): let the compiler time variants of each generated GPU kernel and keep the fastest
+        # (inductor's coordinate-descent tuning, as PyTorch's gpt-fast does). Slower to prepare; the kernels that
+        # read the weights at batch 1 are where it pays.
+        self.tune = tune
         self.notes: list[str] = []
         self._session: _DecodeSession | None = None
         self._session_key: tuple | None = None
@@ -172,6 +176,8 @@ class FastGenerator:
                 options = {"emulate_precision_casts": True}
                 if self.device.type == "cuda":
                     options["triton.cudagraphs"] = True
+                if self.tune:
+                    options["coordinate_descent_tuning"] = True
                 self._compiled_forward = torch.compile(self._forward, fullgraph=True, dynamic=False, options=options)
             compiled = self._compiled_forward
 

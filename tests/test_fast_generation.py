@@ -215,6 +215,18 @@ def test_compiled_decoding_equals_generate():
     assert error < 1e-2
 
 
+def test_tuned_compilation_of_a_stock_transformers_model_equals_generate():
+    """The `tune=True` compile options (coordinate-descent tuning of the generated kernels) on a Llama in fp32."""
+    model = random_llama()
+    ids = torch.randint(3, 300, (1, 9), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        reference = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)
+    fast = FastGenerator(model, mode="compile", tune=True)
+    assert fast.mode == "compile" and not fast.notes
+    assert torch.equal(fast.generate(ids, max_new_tokens=8, eos_token_id=None, pad_token_id=0).sequences, reference)
+
+
 def test_modes_that_cannot_work_fall_back_or_refuse_with_a_reason():
     fast = FastGenerator(tiny(), mode="compile")  # fp32 grouped kernels cannot be compiled
     assert fast.mode == "eager" and "grouped" in fast.notes[0]
@@ -309,13 +321,13 @@ def test_grouped_experts_on_cuda_equal_the_loop():
 
 
 @needs_cuda
-@pytest.mark.parametrize("mode", ["cuda-graph", "compile"])
-def test_gpu_modes_equal_generate_on_cuda(mode):
+@pytest.mark.parametrize("mode, tune", [("cuda-graph", False), ("compile", False), ("compile", True)])
+def test_gpu_modes_equal_generate_on_cuda(mode, tune):
     model = tiny(torch.bfloat16).cuda()
     batch = {k: v.cuda() for k, v in chat_batch().items()}
     with torch.no_grad():
         reference = model.generate(**batch, max_new_tokens=24, do_sample=False)
-    fast = FastGenerator(model, mode=mode)
+    fast = FastGenerator(model, mode=mode, tune=tune)
     assert fast.mode == mode, fast.notes
     first = fast.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=24, output_logits=True)
     again = fast.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=24)  # a replay
