@@ -27,13 +27,12 @@ from pathlib import Path
 os.environ.setdefault("GROK2_COURSE_PROFILE", "tiny")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import torch
+import transformers
 
-import helpers  # noqa: E402
-from helpers.chat import SamplingSettings, measure_batching  # noqa: E402
+import helpers
+from helpers.chat import SamplingSettings, measure_batching
 
 QUESTIONS = [
     "How many experts does Grok 2 have?", "What is your name?", "How many layers does Grok 2 have?",

@@ -38,12 +38,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import helpers  # noqa: E402,F401  (registers Grok 2)
-from helpers.evaluation import format_table  # noqa: E402
-from helpers.fast_generation import FastGenerator  # noqa: E402
-from helpers.roofline import (count_active_experts, decode_step_bytes, machine_info, measure_ceilings,  # noqa: E402
+import helpers  # noqa: F401  (registers Grok 2)
+from helpers.evaluation import format_table
+from helpers.fast_generation import FastGenerator
+from helpers.roofline import (count_active_experts, decode_step_bytes, machine_info, measure_ceilings,
                               roofline_tokens_per_s)
 
 GENERATE_METHODS = ("generate-dynamic", "generate-static")

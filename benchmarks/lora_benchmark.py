@@ -35,12 +35,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import helpers  # noqa: E402
-from helpers import finetune  # noqa: E402
-from helpers.grok2 import Grok2Config, Grok2ForCausalLM  # noqa: E402
-from helpers.memory import GB  # noqa: E402
+import helpers
+from helpers import finetune
+from helpers.grok2 import Grok2Config, Grok2ForCausalLM
+from helpers.units import GB
 
 # Grok 2's proportions: 8 query heads per KV head, head_dim 128 (64 on CPU), dense MLP 4 x hidden, experts 2 x hidden.
 SIZES = {

@@ -32,13 +32,12 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import helpers  # noqa: E402
-from helpers.evaluation import agreement, format_table, measure_speed, next_token_logprobs  # noqa: E402
-from helpers.quantization import (  # noqa: E402
+import helpers
+from helpers.evaluation import agreement, format_table, measure_speed, next_token_logprobs
+from helpers.quantization import (
     planned_bytes, quantized_footprint, unquantized_matrices, whole_model_bytes)
-from helpers.roofline import machine_info  # noqa: E402
+from helpers.roofline import machine_info
 
 # Shapes of real models (random weights). Llama: TinyLlama-1.1B's shape. GraniteMoE: the course's `small` profile
 # (Granite 3.1 3B-A800M, data/configs/), whose experts are 3D tensors in transformers v5.

@@ -11,13 +11,14 @@ import importlib.util
 from .errors import CourseError
 from .paths import GROK2_RELEASED_CONFIG, TINY_MODEL_DIR, workspace_dir
 from .profiles import PROFILE_ENV_VAR, get_profile, list_profiles, plan_profile
+from .units import format_bytes
 
 # `helpers.download` must work on a machine without PyTorch (fetch weights where you cannot run them): everything
 # that needs torch is imported only where torch exists.
 if importlib.util.find_spec("torch") is not None:
     from . import grok2
     from .loading import load_config, load_model, load_tokenizer, plan_load
-    from .memory import format_bytes, grok2_parameter_breakdown, plan_memory
+    from .memory import grok2_parameter_breakdown, plan_memory
 
 __all__ = [
     "grok2",

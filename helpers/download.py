@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CourseError
+from .units import format_bytes, parse_bytes
 
 # ------------------------------------------------------------------------------------------------------- pointers
 
@@ -94,7 +95,6 @@ def find_lfs_pointers(folder: str | Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------ git and git-lfs
 
-GB = 1000**3
 GIT_TIMEOUT_S = 600  # one short git command (clone of the small files, checkout, ls-tree); pulls are watched instead
 STALL_TIMEOUT_S = 300  # a pull whose downloads make no progress for this long is treated as a dropped connection
 # Phrases in git's, git-lfs's and the hub's messages; HTTP codes only as whole numbers (an oid may contain "403").
@@ -267,24 +267,23 @@ def download_seconds(size_bytes: float, bits_per_second: float) -> float:
     return size_bytes * 8 / bits_per_second
 
 
-def human_bytes(n: float) -> str:
-    for unit, scale in (("TB", 1000**4), ("GB", GB), ("MB", 1000**2), ("kB", 1000)):
-        if n >= scale:
-            return f"{n / scale:,.2f} {unit}"
-    return f"{int(n)} bytes"
-
-
 # ------------------------------------------------------------------------------------------------------- the disk
 
 
 def free_disk_bytes(where: str | Path) -> int:
-    """Free space where files will land; GROK2_COURSE_DISK_LIMIT (bytes) caps it, to rehearse a full disk."""
+    """Free space where files will land; GROK2_COURSE_DISK_LIMIT (bytes, or a size such as 10GB) caps it, to rehearse
+    a full disk."""
     where = Path(where).absolute()
     while not where.exists():
         where = where.parent
     free = shutil.disk_usage(where).free
     limit = os.environ.get("GROK2_COURSE_DISK_LIMIT")
-    return min(free, int(limit)) if limit else free
+    if not limit:
+        return free
+    try:
+        return min(free, parse_bytes(limit, "GROK2_COURSE_DISK_LIMIT"))
+    except ValueError as error:
+        raise CourseError(str(error), "Set GROK2_COURSE_DISK_LIMIT to a size such as 10GB or 500MiB, or unset it.") from None
 
 
 def ensure_disk_space(needed_bytes: int, where: str | Path, margin: float = 1.05, detail: str = "") -> None:
@@ -292,8 +291,8 @@ def ensure_disk_space(needed_bytes: int, where: str | Path, margin: float = 1.05
     free = free_disk_bytes(where)
     if needed_bytes * margin > free:
         raise CourseError(
-            f"Not enough disk space: this needs {human_bytes(needed_bytes)}{detail} + 5% margin, and only "
-            f"{human_bytes(free)} are free at {Path(where).absolute()}. Nothing was downloaded.",
+            f"Not enough disk space: this needs {format_bytes(needed_bytes, binary=False)}{detail} + 5% margin, and only "
+            f"{format_bytes(free, binary=False)} are free at {Path(where).absolute()}. Nothing was downloaded.",
             "free space there, download fewer files (include/--include), put the download on a bigger disk (clone "
             "there, or set GROK2_COURSE_WORKSPACE), or use `hf download --local-dir` (one copy instead of git-lfs's two)",
         )
@@ -502,8 +501,8 @@ class PullReport:
         if not self.files:
             return "nothing to pull: the selected files are plain git files, already here with the clone"
         done = sum(f.ok for f in self.files)
-        return (f"{done}/{len(self.files)} files verified ({human_bytes(self.total_bytes)}); downloaded now "
-                f"{human_bytes(self.downloaded_bytes)}, kept from before {human_bytes(self.kept_bytes)}; "
+        return (f"{done}/{len(self.files)} files verified ({format_bytes(self.total_bytes, binary=False)}); downloaded now "
+                f"{format_bytes(self.downloaded_bytes, binary=False)}, kept from before {format_bytes(self.kept_bytes, binary=False)}; "
                 f"{self.attempts} git lfs pull run(s), {self.seconds:.1f} s")
 
 
@@ -588,8 +587,8 @@ def pull(
         to_fetch = sum(manifest[p].size - stored_before[p] for p in todo)
         to_check_out = download_bytes(manifest, todo)
         ensure_disk_space(to_fetch + to_check_out, repo,
-                          detail=f" ({human_bytes(to_fetch)} to download into .git/lfs/objects, then "
-                                 f"{human_bytes(to_check_out)} of files checked out from there)")
+                          detail=f" ({format_bytes(to_fetch, binary=False)} to download into .git/lfs/objects, then "
+                                 f"{format_bytes(to_check_out, binary=False)} of files checked out from there)")
         _pull_with_retries(repo, todo, manifest, report, retries, backoff_s, progress, stall_timeout_s, stored_before)
         for p in todo:
             states[p] = file_state(repo, p, manifest[p], cache=cache)
@@ -629,8 +628,8 @@ def _pull_with_retries(repo: Path, paths: list[str], manifest: dict[str, LFSPoin
                 break
             complete = [p for p in paths if stored_bytes(where, manifest[p]) == manifest[p].size]
             have = sum(stored_bytes(where, manifest[p]) for p in paths)
-            kept = (f"{len(complete)} of the {len(paths)} files are complete and {human_bytes(have)} of "
-                    f"{human_bytes(total)} are on disk - kept, a re-run fetches only the rest")
+            kept = (f"{len(complete)} of the {len(paths)} files are complete and {format_bytes(have, binary=False)} of "
+                    f"{format_bytes(total, binary=False)} are on disk - kept, a re-run fetches only the rest")
             error = explain_failure(message, f"git lfs pull in {repo}", kept=kept)
             bad_hash = INVALID_HASH.search(message)
             if bad_hash:  # git-lfs checks each object's sha256 before keeping it: name the file, not a temp path
@@ -650,7 +649,7 @@ def _pull_with_retries(repo: Path, paths: list[str], manifest: dict[str, LFSPoin
             time.sleep(delay)
     except KeyboardInterrupt:
         have = sum(stored_bytes(where, manifest[p]) for p in paths)
-        print(f"Interrupted: {human_bytes(have)} of {human_bytes(total)} are on disk and kept; run the same pull again "
+        print(f"Interrupted: {format_bytes(have, binary=False)} of {format_bytes(total, binary=False)} are on disk and kept; run the same pull again "
               "to continue.", file=sys.stderr)
         raise
     finally:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CourseError
-from .memory import GB
+from .units import GB
 
 # The released checkpoint's expert files are split for exactly 8 tensor-parallel ranks (facts 3.2).
 RELEASED_TP = 8

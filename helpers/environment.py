@@ -24,16 +24,17 @@ import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from . import hardware as _hardware
+from .hardware import BF16_MIN_CAPABILITY, GPU, Hardware, hardware_summary  # noqa: F401  (the setup check's names)
 from .paths import REPO_ROOT, workspace_dir
+from .units import GB
 
-GB = 1000**3
 DISTRIBUTION = "grok2-course"
 KERNEL_NAME = "grok2-course"
 MIN_PYTHON = (3, 10)
-BF16_MIN_CAPABILITY = (8, 0)  # Ampere and newer; a T4 is 7.5 -> fp16
 PROGRAM_TIMEOUT_S = 10
 COURSE_VENV = REPO_ROOT / ".venv"
 
@@ -70,92 +71,7 @@ class Check:
         return text + (f" — Fix: {self.fix}" if self.fix and self.status != "OK" else "")
 
 
-@dataclass(frozen=True)
-class GPU:
-    index: int
-    name: str
-    total_bytes: int
-    free_bytes: int
-    capability: tuple[int, int]
-
-    @property
-    def supports_bf16(self) -> bool:
-        return self.capability >= BF16_MIN_CAPABILITY
-
-
-@dataclass(frozen=True)
-class Hardware:
-    device: str  # "cuda", "mps" or "cpu"
-    gpus: list[GPU] = field(default_factory=list)
-    ram_total_bytes: int = 0
-    ram_available_bytes: int = 0
-    disk_free_bytes: int = 0
-
-
-# ------------------------------------------------------------------------------------------------- the hardware
-
-
-def _torch():
-    """torch, or None where it is not installed (download-only machines)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
-def _cuda_gpus(torch) -> list[GPU]:
-    gpus = []
-    for index in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(index)
-        try:
-            free, total = torch.cuda.mem_get_info(index)
-        except RuntimeError:  # e.g. a GPU in exclusive mode used by another process
-            free, total = 0, props.total_memory
-        gpus.append(GPU(index, props.name, int(total), int(free), (props.major, props.minor)))
-    return gpus
-
-
-def _mps_available(torch) -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
-def _ram() -> tuple[int, int]:
-    """(total, available) bytes of RAM; psutil where installed, else what the OS says directly."""
-    try:
-        import psutil
-
-        memory = psutil.virtual_memory()
-        return int(memory.total), int(memory.available)
-    except ImportError:
-        pass
-    try:  # Linux without psutil
-        values = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        kib = {key: int(value.split()[0]) * 1024 for key, value in values.items() if value.split()}
-        return kib.get("MemTotal", 0), kib.get("MemAvailable", kib.get("MemFree", 0))
-    except (OSError, ValueError):
-        return 0, 0
-
-
-def hardware_summary() -> Hardware:
-    """The device kind, each GPU with its free memory and compute capability, RAM, and free disk at the workspace."""
-    torch = _torch()
-    gpus: list[GPU] = []
-    device = "cpu"
-    if torch is not None and torch.cuda.is_available():
-        gpus = _cuda_gpus(torch)
-        device = "cuda" if gpus else "cpu"
-    elif torch is not None and _mps_available(torch):
-        device = "mps"
-    ram_total, ram_available = _ram()
-    return Hardware(
-        device=device,
-        gpus=gpus,
-        ram_total_bytes=ram_total,
-        ram_available_bytes=ram_available,
-        disk_free_bytes=shutil.disk_usage(workspace_dir()).free,
-    )
+# The machine itself (GPUs, RAM, disk) is read by helpers.hardware; the checks below judge it.
 
 
 # ---------------------------------------------------------------------------------------------------- the pins
@@ -280,7 +196,7 @@ def check_packages() -> list[Check]:
 
 
 def check_torch_build() -> Check:
-    torch = _torch()
+    torch = _hardware.torch_or_none()
     if torch is None:
         return Check("FAIL", "PyTorch build", "torch is not importable", INSTALL_FIX)
     if torch.version.cuda:
@@ -307,7 +223,7 @@ def check_gpus(hardware: Hardware, profile: str) -> list[Check]:
                 checks.append(Check("WARN", "GPU", detail + " - bf16 needs 8.0+, so the course uses fp16 here",
                                     "nothing to do: load_model picks fp16 on this GPU (a T4 is 7.5)"))
         return checks
-    torch = _torch()
+    torch = _hardware.torch_or_none()
     needs_gpu = PROFILE_NEEDS.get(profile, (0, 0, 0))[2] > 0
     status = "WARN" if needs_gpu else "OK"
     if torch is not None and not torch.version.cuda and shutil.which("nvidia-smi"):

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CourseError
-from .memory import GB, format_bytes
+from .model_parts import is_router, is_router_parameter
+from .units import GB, format_bytes
 
 # ------------------------------------------------------------------------------------------------ LoRA targets
 
@@ -46,7 +47,6 @@ LORA_TARGET_PARTS: dict[str, tuple[str, ...]] = {
     "experts": ("w1", "w2", "w3"),
 }
 DEFAULT_PARTS = ("attention", "dense_mlp", "experts")
-ROUTER_SUFFIXES = ("block_sparse_moe.gate", "block_sparse_moe.router", "mlp.gate", "mlp.router")
 CHAT_ROLES = ("system", "user", "assistant")
 CONTROL_TOKENS = ("<|separator|>", "<|eos|>", "<|pad|>")
 IGNORE_INDEX = -100
@@ -293,7 +293,7 @@ def find_lora_targets(model, settings: LoraSettings) -> dict[str, list[str]]:
     """{part: module names} of the linear layers LoRA will adapt in this model (parts absent here map to [])."""
     found: dict[str, list[str]] = {part: [] for part in settings.parts}
     for name, module in model.named_modules():
-        if not _is_linear(module) or any(name.endswith(r) for r in ROUTER_SUFFIXES):
+        if not _is_linear(module) or is_router(name):
             continue
         last = name.rsplit(".", 1)[-1]
         for part in settings.parts:
@@ -363,8 +363,8 @@ def apply_lora(model, settings: LoraSettings = LoraSettings(), *, seed: int = 0,
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(seed)  # A is initialised at random (B at zero: training starts exactly at the base model)
     peft_model = get_peft_model(model, config, autocast_adapter_dtype=not sharded)
-    frozen_router = [n for n, p in peft_model.named_parameters() if p.requires_grad and
-                     any(f"{r}." in n for r in ROUTER_SUFFIXES)]
+    frozen_router = [n for n, p in peft_model.named_parameters()
+                     if p.requires_grad and is_router_parameter(n)]
     if frozen_router:
         raise CourseError(f"Router parameters are trainable: {frozen_router[:3]}", "Do not target the router.")
     return peft_model

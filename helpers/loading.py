@@ -15,7 +15,7 @@ unknown or unreachable hub id while offline.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,8 @@ from . import grok2  # noqa: F401  (registers Grok 2 with the Auto classes)
 from .grok2.checkpoint import is_released_layout, load_released_checkpoint
 from .grok2.tokenization_grok2 import tokenizer_from_tok_json
 from .errors import CourseError
-from .memory import GB, MemoryPlan, format_bytes, plan_memory
+from .memory import MemoryPlan, plan_memory
+from .units import GB, format_bytes
 from .paths import GROK2_RELEASED_CONFIG
 from .profiles import get_profile
 from .quantization import QUANTIZATION_PRECISION, quantization_config
@@ -39,7 +40,8 @@ RAM_USABLE_FRACTION = 0.80
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What load_model decided, and why (shown in the lessons)."""
+    """What load_model decided, and why (shown in the lessons). `source` and `tokenizer_source` are resolved once,
+    here: load_model, load_tokenizer and the server all load what the plan names."""
 
     source: str
     dtype: torch.dtype
@@ -48,6 +50,7 @@ class LoadPlan:
     max_memory: dict | None
     weight_bytes: float
     reason: str
+    tokenizer_source: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------------- sources
@@ -57,6 +60,15 @@ def resolve_source(name_or_path: str | Path | None, profile: str | None = None) 
     """A local folder or a hub id; None means the profile's model."""
     if name_or_path is None:
         return get_profile(profile).model_id
+    return str(name_or_path)
+
+
+def resolve_tokenizer_source(name_or_path: str | Path | None, profile: str | None = None) -> str:
+    """Where the tokenizer of that model lives: the profile's tokenizer for the profile's model (the released Grok 2
+    and the GROK2_COURSE_MODEL override may keep it elsewhere), else the model's own folder or id."""
+    chosen = get_profile(profile)
+    if name_or_path is None or str(name_or_path) == chosen.model_id:
+        return chosen.tokenizer_id
     return str(name_or_path)
 
 
@@ -121,7 +133,7 @@ def choose_dtype(dtype, hardware, plan: MemoryPlan) -> torch.dtype:
     if dtype not in (None, "auto"):
         return getattr(torch, dtype) if isinstance(dtype, str) else dtype
     if hardware.device == "cuda":
-        return torch.bfloat16 if min(g.capability for g in hardware.gpus) >= (8, 0) else torch.float16
+        return torch.bfloat16 if hardware.supports_bf16 else torch.float16
     if hardware.device == "mps":
         return torch.float16
     fits_fp32 = plan.weight_bytes("fp32") < RAM_USABLE_FRACTION * hardware.ram_available_bytes / 2
@@ -200,14 +212,15 @@ def plan_load(
     max_memory: dict | None = None,
 ) -> LoadPlan:
     """Everything load_model decides, without loading anything (only the config is read)."""
-    from .environment import hardware_summary
+    from .hardware import hardware_summary
 
     source = resolve_source(name_or_path, profile)
     config = load_config(source)
     plan = plan_memory(config, name=source)
     hardware = hardware_summary()
     chosen_dtype = choose_dtype(dtype, hardware, plan)
-    return plan_placement(plan, hardware, chosen_dtype, quantization, device_map, max_memory)
+    placement = plan_placement(plan, hardware, chosen_dtype, quantization, device_map, max_memory)
+    return replace(placement, tokenizer_source=resolve_tokenizer_source(name_or_path, profile))
 
 
 def load_model(
@@ -219,13 +232,16 @@ def load_model(
     device_map="auto",
     max_memory: dict | None = None,
     verbose: bool = True,
+    plan: LoadPlan | None = None,
     **from_pretrained_kwargs,
 ):
-    """Load a causal LM (the profile's by default) in eval mode, placed and typed for this machine."""
-    placement = plan_load(
+    """Load a causal LM (the profile's by default) in eval mode, placed and typed for this machine.
+
+    `plan`: a LoadPlan from `plan_load` (the other arguments are then ignored): load exactly what it decided."""
+    placement = plan or plan_load(
         name_or_path, profile=profile, dtype=dtype, quantization=quantization, device_map=device_map, max_memory=max_memory
     )
-    source = resolve_source(name_or_path, profile)
+    source = placement.source
     if verbose:
         print(
             f"Loading {source}: {str(placement.dtype).removeprefix('torch.')}"
@@ -269,11 +285,7 @@ def _load_released_layout(folder: Path, placement: LoadPlan):
 
 def load_tokenizer(name_or_path: str | Path | None = None, *, profile: str | None = None):
     """The tokenizer that goes with the model, set up for generation (left padding, a pad token)."""
-    chosen = get_profile(profile)
-    if name_or_path is None or str(name_or_path) == chosen.model_id:
-        source = chosen.tokenizer_id
-    else:
-        source = str(name_or_path)
+    source = resolve_tokenizer_source(name_or_path, profile)
     if is_local(source):
         from .download import find_lfs_pointers
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-GiB = 1024**3
-GB = 1000**3
+from .model_parts import KEEP_UNQUANTIZED
+from .units import GB, GiB, format_bytes  # noqa: F401  (re-exported: lessons call helpers.format_bytes)
 
 # Bytes per weight for each storage precision. nf4/fp4 (bitsandbytes): 4 bits + one fp32 absmax per 64 weights, and
 # with double quantization (the default here) that absmax is itself stored in 8 bits with one fp32 scale per 256
@@ -38,9 +38,6 @@ QUANTIZED_PRECISIONS = ("fp8", "int8", "nf4", "fp4")
 # the overhead for a toy one.
 FOUR_BIT_BYTES_PER_MATRIX = 256 * 4 + 16 * 4 + 4
 
-# Modules kept in 16-bit when the rest is quantized (helpers.loading does the same): the LM head (its errors land
-# directly on the logits) and MoE routers (tiny, and a flipped expert choice changes the whole token's computation).
-DEFAULT_KEEP_UNQUANTIZED = ("lm_head", "block_sparse_moe.gate", "block_sparse_moe.router")
 
 
 def _build_on_meta(config):
@@ -83,7 +80,7 @@ class MemoryPlan:
     active_params: int  # touched per token: everything but the experts that are not chosen
     expert_params: int
     embedding_params: int
-    quantizable_params: int  # weights of the 2D matrices bitsandbytes' 8/4-bit shrinks (see DEFAULT_KEEP_UNQUANTIZED)
+    quantizable_params: int  # weights of the 2D matrices bitsandbytes' 8/4-bit shrinks (see KEEP_UNQUANTIZED)
     quantizable_matrices: int
     num_layers: int
     kv_heads: int
@@ -174,10 +171,10 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
             expert += n
         if "embed" in param_name:
             embedding += n
-        if _is_quantizable(param_name, param, DEFAULT_KEEP_UNQUANTIZED):
+        if _is_quantizable(param_name, param, KEEP_UNQUANTIZED):
             quantizable += n
             matrices += 1
-        elif _is_stacked_expert_tensor(param_name, param, DEFAULT_KEEP_UNQUANTIZED):
+        elif _is_stacked_expert_tensor(param_name, param, KEEP_UNQUANTIZED):
             stacked += n
     active = total - expert + (expert * top_k // num_experts if num_experts else 0)
     num_heads = text_config.num_attention_heads
@@ -218,10 +215,3 @@ def grok2_parameter_breakdown(config) -> dict[str, int]:
         "embeddings": config.vocab_size * h,
         "lm_head": config.vocab_size * h,
     }
-
-
-def format_bytes(n: float) -> str:
-    """'539.0 GB (502.0 GiB)' - disk makers count in GB, memory tools in GiB; show both. Small sizes in MB."""
-    if n < GB:
-        return f"{n / 1e6:,.1f} MB ({n / 2**20:,.1f} MiB)"
-    return f"{n / GB:,.1f} GB ({n / GiB:,.1f} GiB)"

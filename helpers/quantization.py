@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import CourseError
-from .memory import BYTES_PER_PARAM, DEFAULT_KEEP_UNQUANTIZED, FOUR_BIT_BYTES_PER_MATRIX
+from .memory import BYTES_PER_PARAM, FOUR_BIT_BYTES_PER_MATRIX
+from .model_parts import KEEP_UNQUANTIZED
 
 
 class _PrecisionNames(dict):
@@ -71,7 +72,7 @@ KNOBS = {
     "changed only to shard 4-bit weights with FSDP",
 }
 
-# Why each module in DEFAULT_KEEP_UNQUANTIZED stays in 16 bits.
+# Why each module in KEEP_UNQUANTIZED stays in 16 bits.
 KEEP_REASONS = {
     "lm_head": "its output *is* the logits: a rounding error there shifts every next-token probability directly, "
     "and it is a small share of a big model's weights",
@@ -109,7 +110,7 @@ def quantization_config(kind: str | None, compute_dtype: torch.dtype, *, check_s
             )
     from transformers import BitsAndBytesConfig
 
-    keep = list(DEFAULT_KEEP_UNQUANTIZED)
+    keep = list(KEEP_UNQUANTIZED)
     if kind == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0, llm_int8_skip_modules=keep)
     return BitsAndBytesConfig(

@@ -18,15 +18,14 @@ weights and writes activations) and a large bf16 matrix product. benchmarks/deco
 
 from __future__ import annotations
 
-import os
-import platform
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from .hardware import machine_info  # noqa: F401  (benchmarks record where they ran)
 
 _EXPERT = re.compile(r"^(?P<layer>.*)\.experts\.(?P<index>\d+)\.")
 
@@ -180,27 +179,6 @@ def count_active_experts(model: nn.Module, run, tokens_per_step: int | None = No
 def roofline_tokens_per_s(step: StepBytes, batch: int, copy_bytes_per_s: float) -> float:
     """Tokens/s if every step took exactly its bytes / bandwidth (the batch makes `batch` tokens per step)."""
     return batch * copy_bytes_per_s / step.total
-
-
-# -------------------------------------------------------------------------------------------------- machine
-
-
-def machine_info(device: str | torch.device) -> dict:
-    """Where a figure was measured: OS, CPU, cores, torch threads, and the GPU if there is one."""
-    device = torch.device(device)
-    info = {"device": device.type, "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        info["cpu"] = names[0] if names else platform.processor()
-    except OSError:
-        info["cpu"] = platform.processor() or platform.machine()
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_memory_GiB=round(props.total_memory / 2**30, 1),
-                    compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda)
-    return info
 
 
 __all__ = ["Ceilings", "StepBytes", "measure_copy_bandwidth", "measure_matmul_rate", "measure_ceilings",

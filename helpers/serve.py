@@ -188,11 +188,12 @@ def load_for_serving(model: str | Path | None = None, *, adapter: str | Path | N
                      served_model_name: str | None = None, profile: str | None = None,
                      default_max_tokens: int = 256) -> ServedModel:
     """Load a base (or merged) model, optionally with a PEFT LoRA adapter, ready for `create_app`."""
-    from .loading import load_model, load_tokenizer, resolve_source
+    from .loading import load_model, load_tokenizer, plan_load
 
-    source = resolve_source(model, profile)
-    base = load_model(source, profile=profile, verbose=False)
-    tokenizer = load_tokenizer(source, profile=profile)
+    plan = plan_load(model, profile=profile)
+    source = plan.source
+    base = load_model(plan=plan, verbose=False)
+    tokenizer = load_tokenizer(plan.tokenizer_source)
     name = served_model_name or _default_name(source)
     adapter_name = None
     if adapter is not None:

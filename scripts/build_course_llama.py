@@ -21,20 +21,16 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
-from build_tiny_grok2 import CORPUS, load_corpus, train  # noqa: E402
+from build_tiny_grok2 import CORPUS, load_corpus, train
 
-from helpers.paths import TINY_MODEL_DIR  # noqa: E402
+from helpers.paths import TINY_MODEL_DIR
 
 SIZES = {
     "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,

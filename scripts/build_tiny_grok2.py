@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +29,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from helpers.grok2 import RELEASED_ARCHITECTURE, Grok2Config, Grok2ForCausalLM  # noqa: E402
-from helpers.grok2.configuration_grok2 import RELEASED_CONFIG_KEYS  # noqa: E402
-from helpers.grok2.tokenization_grok2 import EOS, GROK2_CHAT_TEMPLATE, GROK2_SPLIT_PATTERN, PAD, SEPARATOR  # noqa: E402
+from helpers.grok2 import RELEASED_ARCHITECTURE, Grok2Config, Grok2ForCausalLM
+from helpers.grok2.configuration_grok2 import RELEASED_CONFIG_KEYS
+from helpers.grok2.tokenization_grok2 import EOS, GROK2_CHAT_TEMPLATE, GROK2_SPLIT_PATTERN, PAD, SEPARATOR
 
 CORPUS = REPO / "data" / "course_qa.jsonl"
 DEFAULT_OUT = REPO / "data" / "tiny-grok-2"

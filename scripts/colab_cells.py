@@ -113,8 +113,8 @@ def badge(notebook: Path) -> str:
 
 
 def small_profile_min_gpu_gb() -> int:
-    sys.path.insert(0, str(ROOT))
-    from helpers.environment import GB, PROFILE_NEEDS
+    from helpers.environment import PROFILE_NEEDS
+    from helpers.units import GB
 
     return PROFILE_NEEDS["small"][1] // GB
 

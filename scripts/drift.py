@@ -27,9 +27,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from helpers.environment import pyproject_requirements  # noqa: E402
+from helpers.environment import pyproject_requirements
 
 KEPT_AT_THE_PIN = ("torch",)  # see the module docstring
 

@@ -10,6 +10,8 @@ cell that raises (exit code 1). The notebook file is not modified. With --record
         --record benchmarks/results/lesson-03-course-llama-1b-cuda
 
 writes lesson-03-course-llama-1b-cuda.md / .json (+ -figure1.png ...). In CI the notebooks run under nbval instead.
+`import helpers` must work: install the course (`pip install -e .`), or on a bare machine put the course folder on
+PYTHONPATH (scripts/gpu_checks.sh does).
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def versions() -> dict:
@@ -39,7 +39,6 @@ def versions() -> dict:
 
 def run(notebook: Path, record: Path | None = None, echo: bool = True) -> dict:
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures are saved, not shown
-    sys.path.insert(0, str(REPO))  # `import helpers` without an install, as on a bare GPU machine
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
 
@@ -97,7 +96,6 @@ def run(notebook: Path, record: Path | None = None, echo: bool = True) -> dict:
 def write_record(report: dict, record: Path) -> None:
     import torch
 
-    sys.path.insert(0, str(REPO))
     from helpers.roofline import machine_info
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

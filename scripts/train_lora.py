@@ -27,17 +27,15 @@ import argparse
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
-import helpers  # noqa: E402
-from helpers import finetune  # noqa: E402
+import helpers
+from helpers import finetune
 
 DATA = REPO / "data" / "finetune"
 
@@ -95,6 +93,7 @@ def load_base(args, accelerator, profile):
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         from helpers.grok2.checkpoint import is_released_layout
+        from helpers.model_parts import KEEP_UNQUANTIZED
 
         if Path(source).is_dir() and is_released_layout(source):
             raise helpers.CourseError(f"{source} is in the released tensor-parallel layout.",
@@ -104,7 +103,7 @@ def load_base(args, accelerator, profile):
             quantization = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type=args.quantization, bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16,
-                llm_int8_skip_modules=["lm_head", "block_sparse_moe.gate"])
+                llm_int8_skip_modules=list(KEEP_UNQUANTIZED))
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16, quantization_config=quantization,
                                                     use_safetensors=True, trust_remote_code=False)
     verbose = accelerator.is_main_process

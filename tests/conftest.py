@@ -1,8 +1,77 @@
-"""Test-wide settings: never touch the network, always the tiny profile unless a test says otherwise."""
+"""Test-wide settings and the fixtures several test files share: never touch the network, always the tiny profile
+unless a test says otherwise."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GROK2_COURSE_PROFILE", "tiny")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _import_repo_file(name: str):
+    """A script of scripts/ or benchmarks/, imported from its file (they are programs, not part of the package). A
+    sibling it imports by name (`from build_tiny_grok2 import ...`) is imported the same way first."""
+    if name in sys.modules:
+        return sys.modules[name]
+    path = next((REPO / folder / f"{name}.py" for folder in ("scripts", "benchmarks")
+                 if (REPO / folder / f"{name}.py").exists()), None)
+    if path is None:
+        raise ModuleNotFoundError(f"no scripts/{name}.py or benchmarks/{name}.py")
+    while True:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+            return module
+        except ModuleNotFoundError as error:
+            del sys.modules[name]
+            sibling = error.name
+            if not sibling or not any((REPO / f / f"{sibling}.py").exists() for f in ("scripts", "benchmarks")):
+                raise
+            _import_repo_file(sibling)
+        except BaseException:
+            del sys.modules[name]
+            raise
+
+
+@pytest.fixture(scope="session")
+def repo_script():
+    """repo_script("decode_speed") -> the module of benchmarks/decode_speed.py (or scripts/<name>.py)."""
+    return _import_repo_file
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model's matrices are too small to split between threads: on a busy 2-core machine two threads spin-wait
+    for each other (generate() ran 5-15 times slower, measured), and one thread also makes float results independent
+    of the core count. Restored afterwards. Use it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny Grok 2, loaded the way the lessons load it (one per test module: some tests change it)."""
+    import helpers
+
+    return helpers.load_model(verbose=False)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The tiny Grok 2's tokenizer (never modified by a test)."""
+    import helpers
+
+    return helpers.load_tokenizer()

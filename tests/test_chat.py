@@ -9,7 +9,6 @@ import threading
 import pytest
 import torch
 
-import helpers
 from helpers.chat import (
     ARTICLE_PROMPT,
     REFERENCE_RENDERINGS,
@@ -40,23 +39,7 @@ def corpus_answers() -> dict[str, str]:
     return answers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from more threads, and one thread keeps a busy shared CI machine predictable."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return helpers.load_model(verbose=False)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return helpers.load_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # model, tokenizer: tests/conftest.py
 
 
 def ask(question):

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import helpers.environment as environment
+import helpers.hardware
 from helpers.environment import GB, GPU, Check, Hardware
 
 LINE = re.compile(r"^(\[OK\]   |\[WARN\] |\[FAIL\] )\S")
@@ -202,7 +203,7 @@ def test_hardware_summary_on_this_machine():
 
 
 def test_hardware_summary_without_torch(monkeypatch):
-    monkeypatch.setattr(environment, "_torch", lambda: None)
+    monkeypatch.setattr(helpers.hardware, "torch_or_none", lambda: None)
     hardware = environment.hardware_summary()
     assert hardware.device == "cpu" and hardware.gpus == []
     assert by_name(environment.check_environment())["PyTorch build"].status == "FAIL"

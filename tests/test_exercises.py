@@ -16,6 +16,7 @@ import torch
 
 import helpers
 from helpers import exercises as E
+from helpers.exercises import lesson_02, lesson_03
 from helpers.chat import SEPARATOR, SamplingSettings, generate, render, stream
 from helpers.download import LFSPointer
 from helpers.memory import GB
@@ -158,7 +159,7 @@ def test_02_starter():
 def test_02_practitioner(tiny):
     model, tokenizer = tiny
     prompt = "Which lesson explains LoRA fine-tuning?"
-    counts = E._layer0_routing(model, tokenizer, prompt)
+    counts = lesson_02._layer0_routing(model, tokenizer, prompt)
     busiest, idlest = int(counts.argmax()), int(counts.argmin())
     assert counts[idlest] < counts[busiest]
     assert E.check_02_practitioner(busiest, model, tokenizer, prompt).passed
@@ -222,8 +223,8 @@ def test_03_expert_measured():
 
     if not quantization_support().available:
         pytest.skip("bitsandbytes cannot run here")
-    saved, sizes = E._measured_double_quant_saving()
-    assert saved == sum(E._double_quant_prediction(w) for w in sizes)  # the layout's arithmetic is what bnb stores
+    saved, sizes = lesson_03._measured_double_quant_saving()
+    assert saved == sum(lesson_03._double_quant_prediction(w) for w in sizes)  # the layout's arithmetic is what bnb stores
 
 
 # ---------------------------------------------------------------------------------------------- lesson 04

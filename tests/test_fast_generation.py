@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 import helpers
 from helpers.errors import CourseError
 from helpers.fast_generation import FastGenerator, sample
-from helpers.grok2 import Grok2Config, Grok2ForCausalLM
+from helpers.grok2 import Grok2ForCausalLM
 from helpers.roofline import (count_active_experts, decode_step_bytes, kv_bytes_per_token, measure_copy_bandwidth,
                               roofline_tokens_per_s)
 
@@ -282,12 +281,8 @@ def test_copy_bandwidth_is_measured():
     assert measure_copy_bandwidth("cpu", size_bytes=2**24, repeats=3) > 1e8
 
 
-def test_decode_speed_benchmark_runs_end_to_end(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import decode_speed
-    finally:
-        sys.path.pop(0)
+def test_decode_speed_benchmark_runs_end_to_end(tmp_path, repo_script):
+    decode_speed = repo_script("decode_speed")
     stem = decode_speed.main(["--suite", "smoke", "--out", str(tmp_path)])
     results = json.loads(stem.with_suffix(".json").read_text())
     rows = [r for case in results["cases"] for r in case["rows"]]

@@ -26,18 +26,7 @@ SCRIPT = REPO_ROOT / "scripts" / "train_lora.py"
 CONFIGS = REPO_ROOT / "configs" / "accelerate"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices: one thread is faster, and makes float results independent of the machine's core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return helpers.load_tokenizer(profile="tiny")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tokenizer: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -19,21 +19,27 @@ import torch
 import helpers
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import build_course_llama  # noqa: E402
-import run_notebook_inprocess  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def course_llama(tmp_path_factory) -> Path:
+def build_course_llama(repo_script):
+    return repo_script("build_course_llama")
+
+
+@pytest.fixture(scope="module")
+def run_notebook_inprocess(repo_script):
+    return repo_script("run_notebook_inprocess")
+
+
+@pytest.fixture(scope="module")
+def course_llama(tmp_path_factory, build_course_llama) -> Path:
     """The `cpu` size: 3.5M parameters, ~30 s on two cores; it answers most course questions word for word."""
     out = tmp_path_factory.mktemp("models") / "course-llama-cpu"
     build_course_llama.main(["--size", "cpu", "--out", str(out), "--batch-size", "16"])
     return out
 
 
-def test_course_llama_is_a_llama_with_the_course_tokenizer_and_learned_the_answers(course_llama):
+def test_course_llama_is_a_llama_with_the_course_tokenizer_and_learned_the_answers(course_llama, build_course_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(course_llama)
@@ -46,20 +52,21 @@ def test_course_llama_is_a_llama_with_the_course_tokenizer_and_learned_the_answe
     assert "course_qa.jsonl" in readme and "exact answers" in readme
 
 
-def test_course_llama_never_trains_on_the_held_out_text():
+def test_course_llama_never_trains_on_the_held_out_text(build_course_llama):
     tokenizer = helpers.load_tokenizer()
     text = "\n".join(tokenizer.decode(ids) for ids, _ in build_course_llama.training_examples(tokenizer))
     held_out = (REPO / "data" / "heldout_course_text.txt").read_text().splitlines()
     assert not any(line.strip() and line.strip() in text for line in held_out[:64])
 
 
-def test_an_existing_model_folder_is_not_overwritten_by_accident(tmp_path):
+def test_an_existing_model_folder_is_not_overwritten_by_accident(tmp_path, build_course_llama):
     (tmp_path / "mine").mkdir()
     with pytest.raises(SystemExit, match="--overwrite"):
         build_course_llama.main(["--size", "test", "--out", str(tmp_path / "mine")])
 
 
-def test_lesson_03_runs_in_process_with_a_trained_model_and_is_recorded(course_llama, tmp_path, monkeypatch):
+def test_lesson_03_runs_in_process_with_a_trained_model_and_is_recorded(course_llama, tmp_path, monkeypatch,
+                                                                         run_notebook_inprocess):
     """What the GPU run does, on the CPU: the small profile's workload on the trained Llama, every assertion of the
     lesson included (quantized copies close to, not identical to, full precision; memory as planned)."""
     monkeypatch.setenv("GROK2_COURSE_PROFILE", "small")
@@ -78,7 +85,7 @@ def test_lesson_03_runs_in_process_with_a_trained_model_and_is_recorded(course_l
     assert saved["environment"]["GROK2_COURSE_MODEL"] == str(course_llama) and saved["machine"]["device"] == "cpu"
 
 
-def test_the_runner_stops_at_the_first_failing_cell(tmp_path):
+def test_the_runner_stops_at_the_first_failing_cell(tmp_path, run_notebook_inprocess):
     cells = [{"cell_type": "code", "source": ["x = 1\n", "print('first')"], "metadata": {}, "outputs": []},
              {"cell_type": "code", "source": ["raise ValueError('broken on purpose')"], "metadata": {}, "outputs": []},
              {"cell_type": "code", "source": ["print('never')"], "metadata": {}, "outputs": []}]
@@ -102,9 +109,8 @@ def test_gpu_checks_script_is_valid_bash_and_names_what_it_runs():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
-def test_the_gpu_suite_refuses_a_machine_without_cuda():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import decode_speed
+def test_the_gpu_suite_refuses_a_machine_without_cuda(repo_script):
+    decode_speed = repo_script("decode_speed")
 
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         decode_speed.main(["--suite", "gpu", "--out", "/nonexistent"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,15 +11,17 @@ from transformers import AutoConfig, GraniteMoeConfig
 import helpers
 from helpers.errors import CourseError
 from helpers.loading import check_local_folder, choose_dtype, load_config, plan_placement
-from helpers.memory import GB, plan_memory
+from helpers.hardware import GPU, Hardware
+from helpers.memory import plan_memory
+from helpers.units import GB
 
 
 def fake_hardware(device="cpu", gpus=(), ram_gb=16.0):
-    return SimpleNamespace(
+    return Hardware(
         device=device,
-        gpus=[SimpleNamespace(name=n, capability=c, total_bytes=t * GB, free_bytes=t * GB) for n, c, t in gpus],
-        ram_available_bytes=ram_gb * GB,
-        ram_total_bytes=ram_gb * GB,
+        gpus=[GPU(i, n, int(t * GB), int(t * GB), c) for i, (n, c, t) in enumerate(gpus)],
+        ram_total_bytes=int(ram_gb * GB),
+        ram_available_bytes=int(ram_gb * GB),
     )
 
 

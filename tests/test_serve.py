@@ -42,23 +42,8 @@ def ask(question):
 # ------------------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The references computed here share 2 cores with the server: one thread each is much faster than fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return helpers.load_model(verbose=False)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return helpers.load_tokenizer()
+# The references computed here share 2 cores with the server: one thread each is much faster than fighting.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # model, tokenizer: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,7 @@ CORPUS = helpers.paths.DATA_DIR / "course_qa.jsonl"
 CONTROL_TOKENS = ("<|pad|>", "<|separator|>", "<|eos|>")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to split between threads; on a busy 2-core machine two threads
-    spin-wait for each other and generate() ran 5-15 times slower (measured). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,25 +6,17 @@ import threading
 import time
 
 import pytest
-import torch
 
-import helpers
 from helpers.chat import SEPARATOR, SamplingSettings, generate
 from helpers.widgets import ChatWidget, SamplingPlayground
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from more threads, and one thread keeps a busy shared CI machine predictable."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer():
-    return helpers.load_model(verbose=False), helpers.load_tokenizer()
+def model_and_tokenizer(model, tokenizer):  # tests/conftest.py
+    return model, tokenizer
 
 
 def expected(model_and_tokenizer, messages):
