@@ -24,7 +24,7 @@ class Accelerator:
     name: str
     memory_bytes: float  # as sold, decimal GB
     memory_bandwidth: float  # bytes/s, peak
-    bf16_flops: float  # dense (no sparsity), per second, peak
+    bf16_flops: float  # dense 16-bit matrix rate (no sparsity), per second, peak: bf16, or fp16 where there is no bf16
     fp8: str  # "native": FP8 tensor cores; "weight-only": FP8 weights dequantized in the kernel (W8A16); "none"
     link: str  # how GPUs of this kind talk to each other in one server
     link_bandwidth: float  # bytes/s per GPU, one direction
@@ -46,14 +46,15 @@ H200_SXM = Accelerator(
 A100_SXM_80 = Accelerator(
     "A100 SXM 80GB", 80 * GB, 2.039 * TB_PER_S, 312 * TFLOPS, "weight-only", "NVLink 3", 300 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/a100/ (80 GB HBM2e, 2,039 GB/s, BF16 312 TFLOPS dense, NVLink 600 GB/s); "
-    "FP8 weight-only on Ampere: https://docs.vllm.ai/en/latest/features/quantization/fp8.html (Marlin W8A16)")
+    "FP8 weight-only (W8A16, FP8 Marlin) from compute capability 7.5: https://docs.vllm.ai/en/stable/features/quantization/fp8/")
 A100_SXM_40 = Accelerator(
     "A100 SXM 40GB", 40 * GB, 1.555 * TB_PER_S, 312 * TFLOPS, "weight-only", "NVLink 3", 300 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/a100/ (40 GB HBM2, 1,555 GB/s)")
 T4 = Accelerator(
-    "Tesla T4 16GB", 16 * GB, 320 * GB_PER_S, 65 * TFLOPS, "none", "PCIe 3.0 x16", 16 * GB_PER_S,
+    "Tesla T4 16GB", 16 * GB, 320 * GB_PER_S, 65 * TFLOPS, "weight-only", "PCIe 3.0 x16", 16 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/tesla-t4/ (16 GB GDDR6, 320 GB/s, 65 TFLOPS FP16 mixed precision; "
-    "no bf16: compute capability 7.5)")
+    "no bf16: compute capability 7.5, so the 16-bit rate is FP16); FP8 weight-only from 7.5: "
+    "https://docs.vllm.ai/en/stable/features/quantization/fp8/")
 
 ACCELERATORS: dict[str, Accelerator] = {
     "H100": H100_SXM,
