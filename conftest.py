@@ -1,4 +1,14 @@
-"""pytest settings shared by the tests and the notebook runs (nbval)."""
+"""pytest settings shared by the tests and the notebook runs (nbval), and the check that a run leaves no process behind."""
+
+import os
+import time
+
+import pytest
+
+# A test that starts a server, a git pull, torchrun or a kernel must end it, even when it fails: a leftover process
+# keeps a port, a lock or a download going on a learner's machine. At the end of the run, every process this pytest
+# started (children, grandchildren) must be gone, after a short grace for ones already on their way out.
+LEFTOVER_GRACE_S = float(os.environ.get("GROK2_COURSE_LEFTOVER_GRACE_S", "10"))
 
 
 def pytest_collection_modifyitems(items):
@@ -8,3 +18,47 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if hasattr(item, "output_timeout"):
             item.output_timeout = 120
+
+
+def _live_descendants():
+    import psutil
+
+    alive = []
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _describe(process) -> str:
+    try:
+        return f"pid {process.pid}: {' '.join(process.cmdline())[:160]}"
+    except Exception:  # it ended while we looked
+        return f"pid {process.pid}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    leftovers = _live_descendants()
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leftovers = _live_descendants()
+    if not leftovers:
+        return
+    lines = "\n".join("  " + _describe(p) for p in leftovers)
+    for process in leftovers:  # do not leave them running after reporting them
+        try:
+            process.kill()
+        except Exception:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"This test run left {len(leftovers)} process(es) running (now killed); a test did not end what it started:\n{lines}"
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    else:
+        print(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
