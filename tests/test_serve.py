@@ -1,17 +1,17 @@
 """The OpenAI-compatible server, end to end: real server processes on free local ports, the official `openai` client.
 
 Two servers are started once each:
-* the tiny Grok 2 (trained): answers are compared with `helpers.chat` run in this process - streaming and not, stop
-  strings, 8 concurrent clients, every bad request;
+* the tiny Grok 2 (trained): answers are compared with `helpers.chat` run in this process and with the server's own
+  answer to the same request alone - streaming and not, stop strings, 16 concurrent clients of which some hang up,
+  seeded sampling beside other traffic;
 * a random tiny Grok 2 whose LM head can never pick a stop token (so a stream runs until it is cut), with a PEFT LoRA
-  adapter and an API key: adapter serving, authentication, a client that hangs up mid-stream.
-Both must stop cleanly and leave no process behind.
+  adapter, an API key, 2 slots and a queue of 2: adapter serving, authentication, a full queue, clients that hang up.
+Both must stop cleanly and leave no process behind. Bad inputs (issue 18) are in tests/test_serve_bad_input.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -33,10 +33,25 @@ QUESTIONS = ["How many experts does Grok 2 have?", "What is your name?", "How ma
              "Can I run Grok 2.5 on a 24 GB GPU?", "What is QLoRA?", "What is the separator token?",
              "What is lesson 01 about?", "How do I run the tests?"]
 API_KEY = "sk-course-test"
+RANDOM_SLOTS, RANDOM_QUEUE = 2, 2
 
 
 def ask(question):
     return [{"role": "user", "content": question}]
+
+
+def streamed_text(chunks) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def wait_for(predicate, seconds: float = 10.0):
+    """Poll `predicate()` until it returns something true (returned) or `seconds` pass (the last value)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
@@ -87,9 +102,25 @@ def random_model_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="module")
 def adapter_server(random_model_dir):
     with_server = start_server(random_model_dir / "base", adapter=random_model_dir / "adapter", port=0,
-                               api_key=API_KEY, served_model_name="random-grok-2")
+                               api_key=API_KEY, served_model_name="random-grok-2", max_batch_size=RANDOM_SLOTS,
+                               max_queue=RANDOM_QUEUE)
     yield with_server
     assert with_server.stop()["orphans"] == []
+
+
+def endless_stream(server, lines: list, ready: threading.Event, model="random-grok-2", max_tokens=2000):
+    """A 2000-token stream from the random model, read into `lines` until the connection is closed."""
+    body = {"model": model, "messages": ask("Go on."), "max_tokens": max_tokens, "stream": True}
+    with contextlib.suppress(httpx.HTTPError):
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {API_KEY}"}) as reply:
+            lines.append(reply.status_code)
+            for line in reply.iter_lines():
+                lines.append(line)
+                if len(lines) > 6:
+                    ready.set()
+                if getattr(threading.current_thread(), "hang_up", False):
+                    break
 
 
 # ---------------------------------------------------------------------------------------------- the basic API
@@ -97,7 +128,9 @@ def adapter_server(random_model_dir):
 
 def test_health_and_models(server, client):
     assert server.host == "127.0.0.1"
-    assert server.health()["status"] == "ok"
+    health = server.health()
+    assert health["status"] == "ok" and health["instance"] == server.instance and health["pid"] == server.pid
+    assert health["slots"] == 8 and health["active"] == 0 and health["queued"] == 0 and "steps_per_s" in health
     assert [m.id for m in client.models.list().data] == ["tiny-grok-2"] == server.models
 
 
@@ -116,8 +149,7 @@ def test_streaming_equals_non_streaming_with_usage(client, server):
     whole = client.chat.completions.create(model=server.model, messages=ask("What is your name?"))
     chunks = list(client.chat.completions.create(model=server.model, messages=ask("What is your name?"), stream=True,
                                                  stream_options={"include_usage": True}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == whole.choices[0].message.content and len(chunks) > 5
+    assert streamed_text(chunks) == whole.choices[0].message.content and len(chunks) > 5
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
@@ -131,7 +163,7 @@ def test_stop_strings_and_length(client, server, model, tokenizer):
     reply = client.chat.completions.create(model=server.model, messages=question, stop=["token"])
     assert reply.choices[0].message.content == here.text and reply.choices[0].finish_reason == "stop"
     streamed = client.chat.completions.create(model=server.model, messages=question, stop="token", stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == here.text
+    assert streamed_text(streamed) == here.text
     short = client.chat.completions.create(model=server.model, messages=question, max_tokens=3)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
 
@@ -145,6 +177,9 @@ def test_completions_endpoint(client, server, model, tokenizer):
     assert "".join(c.choices[0].text for c in streamed) == here.text
 
 
+# ------------------------------------------------------------------------------------- continuous batching
+
+
 def test_eight_concurrent_clients_get_their_own_answers(server, model, tokenizer):
     expected = {q: generate(model, tokenizer, ask(q)).text for q in QUESTIONS}
     assert len(set(expected.values())) == len(QUESTIONS), "the questions must have different answers"
@@ -155,11 +190,12 @@ def test_eight_concurrent_clients_get_their_own_answers(server, model, tokenizer
     def one(index, question):
         local = server.client()  # one client (one connection pool) per user
         barrier.wait()
-        if index % 2:  # half stream, half not: both paths at once
-            chunks = local.chat.completions.create(model=server.model, messages=ask(question), stream=True)
-            answers[question] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        if index % 2:  # half stream, half not: both share every step
+            answers[question] = streamed_text(local.chat.completions.create(model=server.model, messages=ask(question),
+                                                                            stream=True))
         else:
-            answers[question] = local.chat.completions.create(model=server.model, messages=ask(question)).choices[0].message.content
+            reply = local.chat.completions.create(model=server.model, messages=ask(question))
+            answers[question] = reply.choices[0].message.content
 
     threads = [threading.Thread(target=one, args=(i, q)) for i, q in enumerate(QUESTIONS)]
     for t in threads:
@@ -169,63 +205,100 @@ def test_eight_concurrent_clients_get_their_own_answers(server, model, tokenizer
     assert answers == expected
     after = server.health()
     assert after["completed"] - before["completed"] == len(QUESTIONS) and after["failed"] == 0
-    assert after["largest_batch"] >= 2, "non-streaming requests that wait together run as one batch"
+    assert after["largest_batch"] >= 2, "requests that wait together are decoded in one step"
+    tokens = after["generated_tokens"] - before["generated_tokens"]  # one per request comes from its prefill
+    assert after["steps"] - before["steps"] < tokens - len(QUESTIONS), "steps were shared"
 
 
-# ------------------------------------------------------------------------------------------------- bad requests
+def test_sixteen_mixed_clients_get_exactly_their_answer_alone(server):
+    """Issue 20's exactness check: 16 requests at once (streaming or not, greedy or cut by max_tokens), 4 of them
+    hanging up mid-stream; every one that stays gets, bit for bit, what it gets when it is served alone."""
+    requests = [dict(messages=ask(q), max_tokens=(None if k == 0 else 7)) for k in range(2) for q in QUESTIONS]
+
+    def create(local, request, **extra):
+        options = {k: v for k, v in request.items() if v is not None}
+        return local.chat.completions.create(model=server.model, temperature=0, **options, **extra)
+
+    alone = []
+    for request in requests:  # one at a time: the server runs each alone
+        reply = create(server.client(), request)
+        alone.append((reply.choices[0].message.content, reply.choices[0].finish_reason, reply.usage.completion_tokens))
+    assert len({a[0] for a in alone}) >= 14  # (nearly) all different: a mix-up would show
+    before = server.health()
+    barrier = threading.Barrier(len(requests))
+    crowd, hang_ups = {}, {1, 5, 11, 13}
+
+    def one(index):
+        local = server.client()
+        barrier.wait()
+        if index % 2 == 0:
+            reply = create(local, requests[index])
+            crowd[index] = (reply.choices[0].message.content, reply.choices[0].finish_reason,
+                            reply.usage.completion_tokens)
+            return
+        chunks = create(local, requests[index], stream=True, stream_options={"include_usage": True})
+        pieces, finish, usage = [], None, None
+        for chunk in chunks:
+            if chunk.usage is not None:
+                usage = chunk.usage.completion_tokens
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+                finish = chunk.choices[0].finish_reason or finish
+                if index in hang_ups and len(pieces) == 2:
+                    chunks.close()  # hang up mid-answer
+                    return
+        crowd[index] = ("".join(pieces), finish, usage)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert set(crowd) == set(range(len(requests))) - hang_ups, "every client that stayed got an answer"
+    assert {i: crowd[i] for i in crowd} == {i: alone[i] for i in crowd}
+    after = wait_for(lambda: (h := server.health())["active"] == 0 and h)
+    assert after["failed"] == 0 and after["queued"] == 0 and after["largest_batch"] == 8
+    assert after["completed"] + after["cancelled"] - before["completed"] - before["cancelled"] == len(requests)
 
 
-def post(server, path, body, **kwargs):
-    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return httpx.post(f"{server.url}{path}", content=content, headers={"Content-Type": "application/json"},
-                      timeout=30, **kwargs)
+def test_seeded_sampling_ignores_what_runs_beside_it(server, model, tokenizer):
+    seeded = dict(model=server.model, messages=ask("What is QLoRA?"), temperature=1.0, seed=1234, max_tokens=24)
+    alone = server.client().chat.completions.create(**seeded).choices[0].message.content
+    here = generate(model, tokenizer, ask("What is QLoRA?"), SamplingSettings(max_new_tokens=24, temperature=1.0,
+                                                                             seed=1234))
+    first_word = tokenizer.decode(here.token_ids[:1]).strip()
+    assert first_word and alone.startswith(first_word), "alone, the first draw is generate()'s with that seed"
+    results = {}
+
+    def one(index):
+        local = server.client()
+        if index == 0:
+            results[index] = local.chat.completions.create(**seeded).choices[0].message.content
+        else:  # unseeded sampling beside it: other random draws, other lengths
+            local.chat.completions.create(model=server.model, messages=ask(QUESTIONS[index]), temperature=1.3,
+                                          max_tokens=16 + index)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results[0] == alone
 
 
-BAD_REQUESTS = {
-    "malformed JSON": ("/v1/chat/completions", '{"model": "tiny-grok-2", "messages": [', 400),
-    "not an object": ("/v1/chat/completions", "[1, 2]", 400),
-    "unknown model": ("/v1/chat/completions", {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}, 404),
-    "empty messages": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": []}, 400),
-    "no user message": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "system", "content": "x"}]}, 400),
-    "bad role": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "robot", "content": "hi"}]}, 400),
-    "missing model": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, 400),
-    "prompt longer than the context": ("/v1/chat/completions",
-                                       {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "Grok " * 3000}]}, 400),
-    "max_tokens zero": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400),
-    "max_tokens negative": ("/v1/completions", {"model": "tiny-grok-2", "prompt": "hi", "max_tokens": -5}, 400),
-    "max_tokens beyond the context": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**9}, 400),
-    "max_tokens not a number": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}, 400),
-    "temperature out of range": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}, 400),
-    "n > 1": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400),
-    "too many stop strings": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], "stop": list("abcde")}, 400),
-    "empty prompt": ("/v1/completions", {"model": "tiny-grok-2", "prompt": ""}, 400),
-    "image content": ("/v1/chat/completions", {"model": "tiny-grok-2", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400),
-    "unknown route": ("/v1/embeddings", {"model": "tiny-grok-2", "input": "hi"}, 404),
-}
+def test_small_load_test(server):
+    result = load_test(server.base_url, server.model, QUESTIONS, requests=8, concurrency=4, max_tokens=16)
+    summary = result.summary()
+    assert summary["errors"] == 0 and summary["requests"] == 8
+    assert 0 < summary["ttft_p50_s"] <= summary["latency_p50_s"] <= summary["latency_p95_s"]
+    assert 0 < summary["itl_p50_s"] <= summary["itl_p95_s"] < summary["latency_p95_s"]
+    assert summary["tokens_per_s"] > 0
+    assert server.health()["steps_per_s"] >= 0
+    with pytest.raises(helpers.CourseError, match="not this machine"):
+        load_test("http://example.com/v1", server.model, QUESTIONS)
 
 
-@pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_requests_get_openai_errors(server, case):
-    path, body, status = BAD_REQUESTS[case]
-    started = time.perf_counter()
-    reply = post(server, path, body)
-    assert reply.status_code == status, reply.text
-    error = reply.json()["error"]
-    assert error["message"] and error["type"] == "invalid_request_error"
-    assert time.perf_counter() - started < 10
-
-
-def test_bad_requests_through_the_openai_client(client, server):
-    with pytest.raises(openai.NotFoundError, match="does not exist"):
-        client.chat.completions.create(model="gpt-5", messages=ask("hi"))
-    with pytest.raises(openai.BadRequestError, match="maximum context length") as raised:
-        client.chat.completions.create(model=server.model, messages=ask("Grok " * 3000))
-    assert raised.value.code == "context_length_exceeded"
-    with pytest.raises(openai.BadRequestError, match="max_tokens"):
-        client.chat.completions.create(model=server.model, messages=ask("hi"), max_tokens=5000)
-    # ... and the server is unharmed
-    assert client.chat.completions.create(model=server.model, messages=ask("What is your name?")).choices[0].message.content
-    assert server.health()["failed"] == 0
+# ------------------------------------------------------------------------------------------------ processes
 
 
 def test_occupied_port_is_reported_with_the_fix(server):
@@ -245,107 +318,6 @@ def test_remote_bind_needs_consent_and_a_key():
 
     with pytest.raises(SystemExit):  # the command line refuses too
         main(["--host", "0.0.0.0", "--port", "0"])
-
-
-def test_small_load_test(server):
-    result = load_test(server.base_url, server.model, QUESTIONS, requests=8, concurrency=4, max_tokens=16)
-    summary = result.summary()
-    assert summary["errors"] == 0 and summary["requests"] == 8
-    assert 0 < summary["ttft_p50_s"] <= summary["latency_p50_s"] <= summary["latency_p95_s"]
-    assert summary["tokens_per_s"] > 0
-    with pytest.raises(helpers.CourseError, match="not this machine"):
-        load_test("http://example.com/v1", server.model, QUESTIONS)
-
-
-# ------------------------------------------------------------------------------- adapter, API key, hang-ups
-
-
-def test_api_key_is_required_when_set(adapter_server):
-    anonymous = openai.OpenAI(base_url=adapter_server.base_url, api_key="wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
-        anonymous.models.list()
-    assert httpx.get(f"{adapter_server.url}/health").status_code == 200  # health stays open for probes
-    assert [m.id for m in adapter_server.client().models.list().data] == ["random-grok-2", "random-grok-2+adapter"]
-
-
-def test_base_and_adapter_answers_match_peft_here(adapter_server, random_model_dir, tokenizer):
-    from peft import PeftModel
-
-    client = adapter_server.client()
-    base = helpers.load_model(random_model_dir / "base", verbose=False)
-    settings = SamplingSettings(max_new_tokens=8)
-    base_here = generate(base, tokenizer, ask("What is LoRA?"), settings).text
-    with_adapter = PeftModel.from_pretrained(base, str(random_model_dir / "adapter")).eval()
-    adapter_here = generate(with_adapter, tokenizer, ask("What is LoRA?"), settings).text
-    assert base_here != adapter_here
-    served = {name: client.chat.completions.create(model=name, messages=ask("What is LoRA?"), max_tokens=8)
-              for name in adapter_server.models}
-    assert served["random-grok-2"].choices[0].message.content == base_here
-    assert served["random-grok-2+adapter"].choices[0].message.content == adapter_here
-
-
-def test_merged_adapter_gives_the_same_answers(random_model_dir, tokenizer):
-    from helpers.serve import load_for_serving
-
-    unmerged = load_for_serving(random_model_dir / "base", adapter=random_model_dir / "adapter")
-    merged = load_for_serving(random_model_dir / "base", adapter=random_model_dir / "adapter", merge=True)
-    assert merged.names == ["base+adapter-merged"] and unmerged.names == ["base", "base+adapter"]
-    settings = SamplingSettings(max_new_tokens=8)
-    assert (generate(merged.model, tokenizer, ask("What is LoRA?"), settings).token_ids
-            == generate(unmerged.model, tokenizer, ask("What is LoRA?"), settings).token_ids)
-    with pytest.raises(helpers.CourseError, match="adapter_config.json"):
-        load_for_serving(random_model_dir / "base", adapter=random_model_dir)
-
-
-def test_client_that_hangs_up_mid_stream_frees_its_slot(adapter_server):
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    body = {"model": "random-grok-2", "messages": ask("Tell me everything."), "max_tokens": 3000, "stream": True}
-    before = adapter_server.health()
-    with httpx.Client(timeout=30) as http:
-        with http.stream("POST", f"{adapter_server.url}/v1/chat/completions", json=body, headers=headers) as reply:
-            assert reply.status_code == 200
-            received = []
-            for line in reply.iter_lines():
-                if line.startswith("data: "):
-                    received.append(line)
-                if len(received) >= 5:
-                    break  # hang up after a few tokens of a 3000-token answer
-    hung_up = time.perf_counter()
-    while time.perf_counter() - hung_up < 10:
-        health = adapter_server.health()
-        if health["running"] == 0 and health["cancelled"] > before["cancelled"]:
-            break
-        time.sleep(0.1)
-    assert health["running"] == 0 and health["cancelled"] == before["cancelled"] + 1 and health["failed"] == 0
-    # the slot is free: the next request is served at once
-    reply = adapter_server.client().chat.completions.create(model="random-grok-2", messages=ask("hi"), max_tokens=4)
-    assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
-
-
-def test_stop_during_a_stream_is_quick_and_tells_the_client(adapter_server):
-    """Last user of adapter_server: it is stopped here while a 3000-token stream runs."""
-    lines, ready = [], threading.Event()
-
-    def read():
-        body = {"model": "random-grok-2", "messages": ask("Go on."), "max_tokens": 3000, "stream": True}
-        with httpx.stream("POST", f"{adapter_server.url}/v1/chat/completions", json=body, timeout=30,
-                          headers={"Authorization": f"Bearer {API_KEY}"}) as reply:
-            with contextlib.suppress(httpx.HTTPError):
-                for line in reply.iter_lines():
-                    lines.append(line)
-                    if len(lines) > 6:
-                        ready.set()
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    assert ready.wait(30)
-    started = time.perf_counter()
-    report = adapter_server.stop()
-    assert time.perf_counter() - started < 10 and report["stopped_by"] == "SIGTERM" and report["orphans"] == []
-    reader.join(10)
-    assert not reader.is_alive()
-    events = [line for line in lines if line]
-    assert any("shutting down" in line for line in events) and events[-1] == "data: [DONE]"
 
 
 def test_server_exits_when_its_parent_dies():
@@ -376,3 +348,113 @@ def test_server_exits_when_its_parent_dies():
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------- adapter, API key, hang-ups
+
+
+def test_api_key_is_required_when_set(adapter_server):
+    anonymous = openai.OpenAI(base_url=adapter_server.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.list()
+    assert httpx.get(f"{adapter_server.url}/health").status_code == 200  # health stays open for probes
+    assert [m.id for m in adapter_server.client().models.list().data] == ["random-grok-2", "random-grok-2+adapter"]
+
+
+def test_base_and_adapter_answers_match_peft_here(adapter_server, random_model_dir, tokenizer):
+    from peft import PeftModel
+
+    base = helpers.load_model(random_model_dir / "base", verbose=False)
+    settings = SamplingSettings(max_new_tokens=8)
+    base_here = generate(base, tokenizer, ask("What is LoRA?"), settings).text
+    with_adapter = PeftModel.from_pretrained(base, str(random_model_dir / "adapter")).eval()
+    adapter_here = generate(with_adapter, tokenizer, ask("What is LoRA?"), settings).text
+    assert base_here != adapter_here
+    served = {}
+
+    def one(name):  # at the same time: base and adapter rows share the decoding steps
+        served[name] = adapter_server.client().chat.completions.create(model=name, messages=ask("What is LoRA?"),
+                                                                       max_tokens=8).choices[0].message.content
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in adapter_server.models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert served == {"random-grok-2": base_here, "random-grok-2+adapter": adapter_here}
+
+
+def test_merged_adapter_gives_the_same_answers(random_model_dir, tokenizer):
+    from helpers.serve import load_for_serving
+
+    unmerged = load_for_serving(random_model_dir / "base", adapter=random_model_dir / "adapter")
+    merged = load_for_serving(random_model_dir / "base", adapter=random_model_dir / "adapter", merge=True)
+    assert merged.names == ["base+adapter-merged"] and unmerged.names == ["base", "base+adapter"]
+    settings = SamplingSettings(max_new_tokens=8)
+    assert (generate(merged.model, tokenizer, ask("What is LoRA?"), settings).token_ids
+            == generate(unmerged.model, tokenizer, ask("What is LoRA?"), settings).token_ids)
+    with pytest.raises(helpers.CourseError, match="adapter_config.json"):
+        load_for_serving(random_model_dir / "base", adapter=random_model_dir)
+
+
+def test_client_that_hangs_up_mid_stream_frees_its_slot(adapter_server):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": "random-grok-2", "messages": ask("Tell me everything."), "max_tokens": 2000, "stream": True}
+    before = adapter_server.health()
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{adapter_server.url}/v1/chat/completions", json=body, headers=headers) as reply:
+            assert reply.status_code == 200
+            received = []
+            for line in reply.iter_lines():
+                if line.startswith("data: "):
+                    received.append(line)
+                if len(received) >= 5:
+                    break  # hang up after a few tokens of a 2000-token answer
+    health = wait_for(lambda: (h := adapter_server.health())["active"] == 0 and h["cancelled"] > before["cancelled"]
+                      and h)
+    assert health and health["cancelled"] == before["cancelled"] + 1 and health["failed"] == 0
+    # the slot is free: the next request is served at once
+    reply = adapter_server.client().chat.completions.create(model="random-grok-2", messages=ask("hi"), max_tokens=4)
+    assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
+
+
+def test_a_full_queue_gets_503_and_hung_up_clients_leave_at_once(adapter_server):
+    """2 slots busy with endless streams, 2 requests waiting: the next one gets a 503 in OpenAI's format."""
+    streams = [([], threading.Event()) for _ in range(RANDOM_SLOTS + RANDOM_QUEUE)]
+    readers = [threading.Thread(target=endless_stream, args=(adapter_server, lines, ready), daemon=True)
+               for lines, ready in streams]
+    for reader in readers[:RANDOM_SLOTS]:
+        reader.start()
+    assert all(ready.wait(30) for _, ready in streams[:RANDOM_SLOTS])
+    for reader in readers[RANDOM_SLOTS:]:
+        reader.start()
+    assert wait_for(lambda: adapter_server.health()["queued"] == RANDOM_QUEUE)
+    health = adapter_server.health()
+    assert health["active"] == RANDOM_SLOTS and health["free_slots"] == 0 and health["steps_per_s"] > 0
+    with pytest.raises(openai.InternalServerError) as raised:
+        adapter_server.client().chat.completions.create(model="random-grok-2", messages=ask("hi"), max_tokens=4)
+    assert raised.value.status_code == 503 and raised.value.code == "server_overloaded"
+    assert "Retry" in raised.value.message and raised.value.response.headers["retry-after"] == "1"
+    for reader in readers:
+        reader.hang_up = True
+    for reader in readers:
+        reader.join(30)
+    health = wait_for(lambda: (h := adapter_server.health())["active"] == 0 and h["queued"] == 0 and h, 15)
+    assert health and health["failed"] == 0 and health["rejected"] >= 1
+    reply = adapter_server.client().chat.completions.create(model="random-grok-2", messages=ask("hi"), max_tokens=4)
+    assert reply.usage.completion_tokens == 4
+
+
+def test_stop_during_a_stream_is_quick_and_tells_the_client(adapter_server):
+    """Last user of adapter_server: it is stopped here while a 2000-token stream runs."""
+    lines, ready = [], threading.Event()
+    reader = threading.Thread(target=endless_stream, args=(adapter_server, lines, ready))
+    reader.start()
+    assert ready.wait(30)
+    started = time.perf_counter()
+    report = adapter_server.stop()
+    assert time.perf_counter() - started < 10 and report["stopped_by"] == "SIGTERM" and report["orphans"] == []
+    reader.join(10)
+    assert not reader.is_alive()
+    events = [line for line in lines[1:] if line]
+    assert any("shutting down" in line for line in events) and events[-1] == "data: [DONE]"
