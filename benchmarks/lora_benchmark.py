@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
 import helpers
 from helpers import finetune
 from helpers.grok2 import Grok2Config, Grok2ForCausalLM
+from helpers.hardware import machine_info
+from helpers.paths import REPO_ROOT as REPO
 from helpers.units import GB
 
 # Grok 2's proportions: 8 query heads per KV head, head_dim 128 (64 on CPU), dense MLP 4 x hidden, experts 2 x hidden.
@@ -89,19 +87,15 @@ def pack(examples: list[finetune.Example], seq_len: int, seed: int = 0) -> list[
 
 
 def machine(device: str) -> dict:
+    """Where it was measured (helpers.hardware.machine_info) and the versions of the libraries that did the work."""
     import accelerate
     import bitsandbytes
     import peft
     import transformers
 
-    info = {"device": device, "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
-            "bitsandbytes": bitsandbytes.__version__}
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_GB=round(props.total_memory / GB, 1), cuda=torch.version.cuda,
-                    capability=f"{props.major}.{props.minor}")
+    info = machine_info(device)
+    info.update(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
+                accelerate=accelerate.__version__, bitsandbytes=bitsandbytes.__version__)
     return info
 
 

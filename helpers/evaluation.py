@@ -1,19 +1,23 @@
-"""Measuring a model instead of trusting it: perplexity, agreement with a reference model, speed, tables.
+"""Measuring a model instead of trusting it: perplexity, agreement with a reference model, answer quality, speed.
 
     perplexity(model, tokenizer, texts)                 # exp(mean negative log-likelihood per predicted token)
     reference = next_token_logprobs(base, tokenizer, texts)
     agreement(reference, candidate, tokenizer, texts)   # top-1 agreement and KL divergence, position by position
+    answer_loss(model, examples)                        # cross-entropy of the labelled (answer) tokens only
+    evaluate_answers(model, tokenizer, conversations)   # greedy answers scored by token F1 and exact match
     measure_speed(model)                                # prefill and decode tokens/s
     best_time(function)                                 # seconds, best of a few runs (CUDA synchronised)
     format_table(rows)                                  # a Markdown table of dicts
 
-Generic: any causal LM from transformers and its tokenizer. Lessons 03 (quantization) and 05 (fine-tuning) use them.
+Generic: any causal LM from transformers and its tokenizer. Lessons 03 (quantization) and 05 (fine-tuning) use them;
+`helpers.finetune` trains on the same labelled examples (`collate`, `summed_label_loss`) that `answer_loss` scores.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -94,6 +98,131 @@ def agreement(reference, candidate, tokenizer, texts: Sequence, max_len: int = 2
         kls.append(kl_divergence(p, q))
     kl = torch.cat(kls).clamp_min(0)  # rounding can make an identical pair read -1e-9
     return Agreement(top1=same / kl.numel(), kl=kl.mean().item(), kl_max=kl.max().item(), positions=kl.numel())
+
+
+# ------------------------------------------------------------------------------------------ labelled answers
+
+IGNORE_INDEX = -100  # a label the loss skips (PyTorch's cross_entropy default ignore_index)
+
+
+def collate(examples: Sequence, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad labelled examples (anything with `.input_ids` and `.labels`, such as `helpers.finetune.Example`) into
+    one batch. Padding is masked out of attention and loss."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        attention[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def summed_label_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of the cross-entropy over the labelled tokens, how many): the caller chooses the normalisation."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    targets = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((targets != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def answer_loss(model, examples: Sequence, pad_id: int = 0, batch_size: int = 16, accelerator=None) -> float:
+    """Mean cross-entropy per labelled (answer) token, in nats: exp() of it is the answers' perplexity. With an
+    accelerator every process scores its share and the totals are summed (every process runs the same number of
+    batches, as FSDP needs)."""
+    was_training = model.training
+    model.eval()
+    device = _model_device(model) if accelerator is None else accelerator.device
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    mine = list(examples[rank::world])
+    rounds = math.ceil(math.ceil(len(examples) / world) / batch_size)
+    total, count = 0.0, 0
+    for r in range(rounds):
+        chunk = mine[r * batch_size:(r + 1) * batch_size]
+        weight = 1.0 if chunk else 0.0  # a process with nothing left still runs the batch (FSDP), then ignores it
+        batch = collate(chunk or [examples[0]], pad_id)
+        loss, n = summed_label_loss(model, {k: v.to(device) for k, v in batch.items()})
+        total += weight * loss.item()
+        count += int(weight) * n
+    if accelerator is not None:
+        sums = accelerator.reduce(torch.tensor([total, float(count)], device=device), reduction="sum")
+        total, count = sums[0].item(), int(sums[1].item())
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
+def normalize_answer(text: str) -> list[str]:
+    """Words of an answer for scoring: Unicode-normalised, lower case, punctuation and apostrophes as spaces."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(" " if unicodedata.category(ch).startswith(("P", "S")) and ch not in "+-" else ch for ch in text)
+    return text.split()
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Harmonic mean of word precision and recall (SQuAD's answer F1): partial credit for partly right answers."""
+    predicted, expected = normalize_answer(prediction), normalize_answer(reference)
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = 0
+    remaining = list(expected)
+    for word in predicted:
+        if word in remaining:
+            remaining.remove(word)
+            common += 1
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    return normalize_answer(prediction) == normalize_answer(reference)
+
+
+@dataclass
+class AnswerReport:
+    """Greedy answers to held-out questions, scored against the references."""
+
+    questions: list[str]
+    answers: list[str]
+    references: list[str]
+    f1: float
+    exact: float
+    answer_loss: float | None = None
+
+    def table(self, rows: int = 5) -> str:
+        lines = []
+        for q, a, r in list(zip(self.questions, self.answers, self.references))[:rows]:
+            lines.append(f"Q: {q}\n   model:     {a!r}\n   reference: {r!r}  (F1 {token_f1(a, r):.2f})")
+        return "\n".join(lines)
+
+
+def evaluate_answers(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 48,
+                     batch_size: int = 32, examples: Sequence | None = None) -> AnswerReport:
+    """Answer the last user turn of each conversation greedily; score against its reference answer (token F1 and
+    exact match); with `examples` (the same conversations, tokenized and labelled) also the answer loss."""
+    from .chat import SamplingSettings, generate_batch
+
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    prompts = [c[:-1] for c in conversations]
+    answers = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        answers += [done.text.strip() for done in generate_batch(model, tokenizer, batch, settings)]
+    if was_training:
+        model.train()
+    references = [c[-1]["content"] for c in conversations]
+    f1 = sum(token_f1(a, r) for a, r in zip(answers, references)) / len(references)
+    exact = sum(exact_match(a, r) for a, r in zip(answers, references)) / len(references)
+    loss = answer_loss(model, examples, tokenizer.pad_token_id or 0) if examples is not None else None
+    return AnswerReport([c[-2]["content"] for c in conversations], answers, references, f1, exact, loss)
 
 
 # ------------------------------------------------------------------------------------------------------ timing

@@ -1,7 +1,8 @@
-"""Interactive pieces for the notebooks (ipywidgets): a chat that streams, and a sampling playground.
+"""What the notebooks show while something runs: a chat that streams, a sampling playground, a live loss curve.
 
-Both sit on helpers.chat and can be driven from code (`ChatWidget.send` / `.wait` / `.stop`,
-`SamplingPlayground.update`), which is how lesson 04 and the tests exercise them without a person clicking.
+The chat and the playground (ipywidgets) sit on helpers.chat and can be driven from code (`ChatWidget.send` /
+`.wait` / `.stop`, `SamplingPlayground.update`), which is how lesson 04 and the tests exercise them without a person
+clicking. `LossCurve` (matplotlib) is redrawn in place by lesson 05's training loop and also draws with no notebook.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import html
 import io
 import threading
+import time
+from pathlib import Path
 
 import ipywidgets as widgets
 
@@ -210,3 +213,83 @@ def plot_png(distribution) -> bytes:
     figure.savefig(buffer, format="png", dpi=80)
     plt.close(figure)
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ training plots
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where a figure can be shown and updated in place)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class LossCurve:
+    """Training and held-out loss, redrawn in place while training runs (a callback of `helpers.finetune.train`).
+
+    In Jupyter the figure is shown once with a display id and updated through that handle (so it also works when
+    the notebook is executed headless, e.g. by nbval); elsewhere nothing is drawn until `save(path)`.
+    Redraws are throttled to one every `min_interval` seconds; the last one always happens (`finish`).
+    """
+
+    def __init__(self, total_steps: int, title: str = "LoRA fine-tuning", min_interval: float = 1.0,
+                 marks: dict[int, str] | None = None):
+        import matplotlib.pyplot as plt
+
+        self.total_steps = total_steps
+        self.marks = dict(marks or {})  # {step: label}: dashed vertical lines (e.g. where a run was resumed)
+        self.title = title
+        self.min_interval = min_interval
+        self._last_draw = 0.0
+        self.fig, self.ax = plt.subplots(figsize=(7, 3.4))
+        self.handle = None
+        if in_notebook():
+            from IPython.display import display
+
+            self.handle = display(self.fig, display_id=True)
+        plt.close(self.fig)  # shown through the handle only, not a second time at the end of the cell
+        self.draws = 0
+
+    def __call__(self, record: dict, history: list[dict]) -> None:
+        now = time.perf_counter()
+        if now - self._last_draw >= self.min_interval or record.get("step") == self.total_steps:
+            self.draw(history)
+            self._last_draw = now
+
+    def draw(self, history: list[dict]) -> None:
+        ax = self.ax
+        ax.clear()
+        train = [(r["step"], r["loss"]) for r in history if "loss" in r]
+        held = [(r["step"], r["heldout_loss"]) for r in history if "heldout_loss" in r]
+        if train:
+            ax.plot(*zip(*train), label="train (answer tokens)", color="tab:blue", alpha=0.8)
+        if held:
+            ax.plot(*zip(*held), "o-", label="held-out (answer tokens)", color="tab:orange")
+        for step, label in self.marks.items():
+            ax.axvline(step, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(label, (step, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
+                        textcoords="offset points", fontsize=8, color="grey")
+        ax.set_xlim(0, self.total_steps)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("cross-entropy (nats / token)")
+        ax.set_title(self.title)
+        ax.grid(alpha=0.3)
+        if train or held:
+            ax.legend(loc="upper right")
+        self.fig.tight_layout()
+        self.draws += 1
+        if self.handle is not None:
+            self.handle.update(self.fig)
+
+    def finish(self, history: list[dict]) -> None:
+        self.draw(history)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fig.savefig(path, dpi=100)
+        return path

@@ -16,6 +16,10 @@ process writes checkpoints (atomically) and the adapter. Rerunning the same comm
     # the CI rehearsal: 2 CPU processes talking over gloo (accelerate's torchrun launcher + --cpu)
     accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2 scripts/train_lora.py --cpu ...
 
+Nothing is deleted: --output must be a new or empty folder, or one this script (save_adapter) wrote before; and a
+checkpoint folder holds one run - with --no-resume, a folder holding an earlier run is refused (--set-aside renames
+that run beside it first). Both are checked before the model is loaded.
+
 Grok 2.5's released files are pre-sharded for 8-way tensor parallelism; convert them once to ordinary shards before
 quantized training: `helpers.grok2.convert_released_checkpoint(src, dst)`, then `--model dst`.
 Licence: fine-tuning Grok 2 itself is allowed; using Grok 2 or its outputs to train other models is not.
@@ -27,17 +31,17 @@ import argparse
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 import torch
 
 import helpers
 from helpers import finetune
+from helpers.paths import DATA_DIR
 
-DATA = REPO / "data" / "finetune"
+DATA = DATA_DIR / "finetune"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,20 +52,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--tokenizer", default=None, help="default: the model's (the profile's tokenizer for its model)")
     where.add_argument("--train", type=Path, default=DATA / "faq_fr_train.jsonl")
     where.add_argument("--heldout", type=Path, default=DATA / "faq_fr_heldout.jsonl")
-    where.add_argument("--output", type=Path, default=None, help="adapter folder (default: workspace/adapters/<run>)")
+    where.add_argument("--output", type=Path, default=None,
+                       help="adapter folder: new, empty, or an earlier adapter of this script (default: "
+                            "workspace/adapters/<run>)")
     where.add_argument("--checkpoint-dir", type=Path, default=None, help="default: workspace/lora-checkpoints/<run>")
     where.add_argument("--run-name", default=None, help="names the default output folders (default: faq-fr-<profile>)")
     lora = parser.add_argument_group("LoRA")
     lora.add_argument("--rank", type=int, default=None, help="default: the profile's sizes.lora_rank")
     lora.add_argument("--alpha", type=float, default=None, help="default: 2 x rank")
-    lora.add_argument("--dropout", type=float, default=0.05)
+    lora.add_argument("--dropout", type=float, default=None, help="default: the profile's sizes.lora_dropout")
     lora.add_argument("--parts", default=",".join(finetune.DEFAULT_PARTS),
                       help=f"comma-separated subset of {','.join(finetune.LORA_TARGET_PARTS)}")
     opt = parser.add_argument_group("training")
     opt.add_argument("--steps", type=int, default=None, help="default: the profile's sizes.train_steps")
     opt.add_argument("--batch-size", type=int, default=None, help="per process; default: sizes.train_batch_size")
     opt.add_argument("--grad-accum", type=int, default=None, help="default: sizes.grad_accum_steps")
-    opt.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-2 tiny, 2e-4 otherwise)")
+    opt.add_argument("--lr", type=float, default=None, help="peak learning rate (default: sizes.learning_rate)")
     opt.add_argument("--warmup", type=int, default=5)
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--max-seq-len", type=int, default=None, help="default: sizes.max_seq_len")
@@ -69,7 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--eval-every", type=int, default=20)
     opt.add_argument("--save-every", type=int, default=20)
     opt.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
-    opt.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (start over)")
+    opt.add_argument("--no-resume", action="store_true",
+                     help="start a new run (refused if the checkpoint folder holds an earlier one)")
+    opt.add_argument("--set-aside", action="store_true",
+                     help="with --no-resume: rename an earlier run's checkpoint folder to NAME.earlier-N first")
     run = parser.add_argument_group("hardware")
     run.add_argument("--quantization", choices=["nf4", "fp4", "int8"], default=None, help="4-bit base = QLoRA")
     run.add_argument("--device-map", default=None, help='"auto": one process, layers over all GPUs (no accelerate)')
@@ -117,6 +126,24 @@ def load_base(args, accelerator, profile):
     return helpers.load_model(source, quantization=args.quantization, device_map=device_map, verbose=verbose)
 
 
+def check_folders(args, accelerator, output: Path, checkpoints: Path) -> None:
+    """Refuse, before any model is loaded, an --output that would delete others' files and a checkpoint folder
+    that would mix two runs; with --set-aside, move an earlier run out of the way (nothing deleted)."""
+    finetune.check_adapter_destination(output)
+    if args.set_aside and not args.no_resume:
+        raise helpers.CourseError("--set-aside only applies to a new run.", "Add --no-resume, or drop --set-aside.")
+    if args.set_aside and accelerator.is_main_process:
+        moved = finetune.set_aside_run(checkpoints)
+        if moved is not None:
+            print(f"the earlier run in {checkpoints} is now {moved} (nothing was deleted)")
+    accelerator.wait_for_everyone()
+    if args.no_resume and finetune.list_checkpoints(checkpoints):
+        raise helpers.CourseError(
+            f"{checkpoints} holds the checkpoints of an earlier run; --no-resume there would mix two runs.",
+            "Drop --no-resume to continue that run, pass --checkpoint-dir NEW_FOLDER (or --run-name) for a new one, "
+            "or add --set-aside to rename the earlier run beside it first (nothing is deleted).")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -135,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     output = args.output or helpers.workspace_dir() / "adapters" / run_name
     checkpoints = args.checkpoint_dir or helpers.workspace_dir() / "lora-checkpoints" / run_name
     say(f"{accelerator.num_processes} process(es), {accelerator.distributed_type.value}, device {accelerator.device}")
+    check_folders(args, accelerator, output, checkpoints)
 
     tokenizer = helpers.load_tokenizer(args.tokenizer or args.model, profile=args.profile)
     train_rows, heldout_rows = finetune.load_chat_jsonl(args.train), finetune.load_chat_jsonl(args.heldout)
@@ -147,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     base = load_base(args, accelerator, profile)
     rank = args.rank or sizes.lora_rank
-    lora = finetune.LoraSettings(rank=rank, alpha=args.alpha or 2.0 * rank, dropout=args.dropout,
+    lora = finetune.LoraSettings(rank=rank, alpha=args.alpha or 2.0 * rank,
+                                 dropout=sizes.lora_dropout if args.dropout is None else args.dropout,
                                  parts=tuple(p for p in args.parts.split(",") if p))
     model = finetune.apply_lora(base, lora, seed=args.seed, gradient_checkpointing=args.gradient_checkpointing,
                                 sharded=fsdp)
@@ -171,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = finetune.TrainSettings(
         steps=args.steps or sizes.train_steps, batch_size=args.batch_size or sizes.train_batch_size,
         grad_accum_steps=args.grad_accum or sizes.grad_accum_steps,
-        learning_rate=args.lr or (1e-2 if profile.name == "tiny" else 2e-4), warmup_steps=args.warmup, seed=args.seed,
+        learning_rate=args.lr or sizes.learning_rate, warmup_steps=args.warmup, seed=args.seed,
         optimizer="adamw" if fsdp and args.optimizer == "auto" else args.optimizer,
         eval_every=args.eval_every, save_every=args.save_every)
     callbacks = []
@@ -190,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     speed = finetune.throughput(result.history)
     report.update(steps_done=result.steps_done, interrupted=result.interrupted, resumed_from=result.resumed_from,
                   seconds=time.perf_counter() - started, throughput=speed, memory=result.memory,
-                  history=result.history, checkpoint=str(result.checkpoint) if result.checkpoint else None)
+                  history=result.history, checkpoint=str(result.checkpoint) if result.checkpoint else None,
+                  recovered=result.notes)
     held = result.heldout_losses
     if held:
         say(f"held-out answer loss: {held[0][1]:.3f} (step {held[0][0]}) -> {held[-1][1]:.3f} (step {held[-1][0]})")
@@ -218,4 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except helpers.CourseError as error:  # a problem with a known fix: say it, without a traceback
+        print(f"train_lora.py: {error}", file=sys.stderr)
+        sys.exit(2)

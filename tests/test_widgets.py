@@ -81,3 +81,14 @@ def test_playground_updates_plot_and_answer(model_and_tokenizer):
     playground.stops.value = False  # no stop ids or strings: the answer runs on past the separator
     _, runaway = playground.last
     assert SEPARATOR in runaway.text and runaway.finish_reason == "length"
+
+
+def test_loss_curve_draws_without_a_notebook(tmp_path):
+    from helpers.widgets import LossCurve
+
+    curve = LossCurve(total_steps=4, min_interval=0.0)
+    history = [{"step": 0, "heldout_loss": 3.0}, {"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.0, "heldout_loss": 2.2}]
+    for record in history:
+        curve(record, history)
+    assert curve.draws == 3 and curve.handle is None
+    assert curve.save(tmp_path / "curve.png").stat().st_size > 1000
