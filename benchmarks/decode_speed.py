@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 import helpers  # noqa: F401  (registers Grok 2)
 from helpers.evaluation import format_table
 from helpers.fast_generation import FastGenerator
+from helpers.grok2 import grouped_experts
 from helpers.roofline import (count_active_experts, decode_step_bytes, machine_info, measure_ceilings,
                               roofline_tokens_per_s)
 
@@ -220,8 +221,7 @@ def time_fast(generator: FastGenerator, ids, new_tokens: int, repeats: int) -> f
 def reference_run(model, ids, new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain path: stock `generate`, greedy, no early stop; its tokens and every step's logits [batch, steps,
     vocab]. Grok 2 runs its experts one by one here, as the model loads."""
-    if hasattr(model, "unstack_experts"):
-        model.unstack_experts()
+    grouped_experts.disable(model)
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, output_logits=True,
@@ -320,8 +320,7 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, ceilings, rep
             t0 = time.perf_counter()
             try:
                 if method in GENERATE_METHODS:
-                    if hasattr(model, "unstack_experts"):
-                        model.unstack_experts()  # stock: Grok 2's plain per-expert path, as the model loads
+                    grouped_experts.disable(model)  # stock: Grok 2's plain per-expert loop, as the model loads
                     speed, _ = time_generate(model, ids, case.new_tokens, method, repeats)
                 else:
                     mode = method.removeprefix("fast-").removesuffix("-tuned")

@@ -9,7 +9,7 @@ arithmetic:
 - Grok 2's experts are chosen per token: finding them reads the routing back to the CPU, and the GPU idles meanwhile.
 
 This module removes all three: a static cache (fixed addresses, filled in place), a decode step with no CPU round trip
-(Grok 2 runs its experts grouped, `Grok2ForCausalLM.stack_experts()`), and that step recorded once and replayed:
+(Grok 2 runs its experts grouped, `helpers.grok2.grouped_experts`), and that step recorded once and replayed:
 
     with FastGenerator(model) as fast:                # "auto": compiled + CUDA graphs on a GPU, plain eager on a CPU
         out = fast.generate(input_ids, max_new_tokens=128)
@@ -31,6 +31,7 @@ import torch
 from transformers.cache_utils import StaticCache
 
 from .errors import CourseError
+from .grok2 import grouped_experts
 
 MODES = ("auto", "eager", "cuda-graph", "compile")
 
@@ -96,14 +97,14 @@ class FastGenerator:
         self._session: _DecodeSession | None = None
         self._session_key: tuple | None = None
         self._compiled_forward = None
-        stack = getattr(model, "stack_experts", None)
-        self._stacked_here = stack is not None and not any(
-            getattr(m, "_stacked", None) is not None for m in model.modules())
-        if stack is not None:  # Grok 2: the grouped experts path has no CPU round trip
-            stacked = stack()
-            if stacked < model.config.num_hidden_layers:
-                self.notes.append(f"experts run one by one in {model.config.num_hidden_layers - stacked} layers "
-                                  "(quantized, adapted or offloaded experts cannot be stacked)")
+        # Grok 2: run its experts grouped (no CPU round trip), unless their owner already did; close() undoes it.
+        moe_layers = len(grouped_experts.moe_blocks(model))
+        self._grouped_here = moe_layers > 0 and grouped_experts.enabled_blocks(model) == 0
+        if moe_layers:
+            grouped = grouped_experts.enable(model)
+            if grouped < moe_layers:
+                self.notes.append(f"experts run one by one in {moe_layers - grouped} layers "
+                                  "(quantized, adapted or offloaded experts cannot be grouped)")
         if self.mode in ("compile", "cuda-graph") and len({p.device for p in model.parameters()}) > 1:
             self.notes.append(f"mode {self.mode!r} needs the whole model on one device: decoding eagerly instead")
             self.mode = "eager"
@@ -114,11 +115,11 @@ class FastGenerator:
 
     def close(self) -> None:
         """Free the KV cache and compiled step, and give Grok 2's experts back their own storage if this generator
-        stacked them: the model is then exactly as it was handed over."""
+        grouped them: the model is then exactly as it was handed over."""
         self._session = self._session_key = self._compiled_forward = None
-        if self._stacked_here:
-            self.model.unstack_experts()
-            self._stacked_here = False
+        if self._grouped_here:
+            grouped_experts.disable(self.model)
+            self._grouped_here = False
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -134,16 +135,9 @@ class FastGenerator:
 
     def _step_is_capturable(self) -> bool:
         """A graph (compiled or recorded) cannot contain a CPU round trip: Grok 2's experts must run grouped."""
-        from .grok2.modeling_grok2 import Grok2SparseMoeBlock, grouped_mm_supported
-
-        blocks = [m for m in self.model.modules() if isinstance(m, Grok2SparseMoeBlock)]
-        if not blocks:
+        if not grouped_experts.moe_blocks(self.model):
             return True
-        if any(block._stacked is None for block in blocks):
-            return False
-        if self.mode == "compile":  # torch.compile's checks accept bf16 only
-            return grouped_mm_supported(self.device, self._dtype) and self._dtype == torch.bfloat16
-        return grouped_mm_supported(self.device, self._dtype)
+        return grouped_experts.is_active(self.model, compiled=self.mode == "compile")
 
     # ---------------------------------------------------------------------------------------------- the step
 

@@ -1,15 +1,15 @@
-"""Production engine commands for Grok 2.5 (from the memory plan) and GGUF export of the tiny Grok 2."""
+"""Production engine commands for Grok 2.5 (from the memory plan), each at the engine version it names, checked
+against that release's own files: model registry, tokenizer loader, option definitions."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import zipfile
 
 import pytest
-import torch
 
 import helpers
-from helpers import engines
+from helpers import engine_files, engine_sources, engines
 from helpers.paths import REPO_ROOT
 
 # --------------------------------------------------------------------------------------------------- the plan
@@ -22,7 +22,7 @@ def released():
 
 def test_released_checkpoint_runs_at_tp_8_even_when_memory_allows_less(released):
     assert released.gpus_needed == 4 and released.tensor_parallel == 8
-    assert any("split in 8" in note for note in released.notes)
+    assert any("split in 8" in note and "#36438" in note for note in released.notes)
     assert 33 < released.weights_per_gpu_gb < 40  # FP8: "~34 GB per GPU", hence the card's "> 40 GB" GPUs
     assert round(released.disk_gb) == 539
 
@@ -51,117 +51,130 @@ def test_sglang_command_is_the_model_cards(released):
                            "--attention-backend triton")
     assert "--host 127.0.0.1" in text and command.base_url == "http://127.0.0.1:30000/v1"
     assert command.shell().count("\\\n") == len(command.options) // 2
+    assert command.version == engine_sources.ENGINES["sglang"].version and "sglang==" in command.install
+    assert any("#36438" in note for note in command.notes)  # where tensor parallelism is discussed
     with_lora = engines.sglang_command(released, adapters={"mine": "/a/mine"})
     assert with_lora.argv[-3:] == ["--enable-lora", "--lora-paths", "mine=/a/mine"]
+    two = engines.sglang_command(released, nnodes=2, node_rank=1, dist_init_addr="10.0.0.1:5000")
+    assert two.argv[two.argv.index("--nnodes"):][:6] == ["--nnodes", "2", "--node-rank", "1", "--dist-init-addr",
+                                                          "10.0.0.1:5000"]
+    with pytest.raises(helpers.CourseError, match="first node's address"):
+        engines.sglang_command(released, nnodes=2, node_rank=0)
 
 
-def test_vllm_and_llama_cpp_commands(released):
+def test_vllm_command_names_the_last_release_that_serves_grok_2(released):
     vllm = engines.vllm_command(released, "/local/grok-2", adapters={"mine": "/a/mine"})
-    assert vllm.argv[:3] == ["vllm", "serve", "/local/grok-2"]
+    assert vllm.argv[:3] == ["vllm", "serve", "/local/grok-2"] and vllm.version == "0.24.0"
+    assert vllm.install == "pip install vllm==0.24.0" and any("removed Grok after 0.24.0" in n for n in vllm.needs)
     assert vllm.argv[vllm.argv.index("--tensor-parallel-size") + 1] == "8"
     assert ["--lora-modules", "mine=/a/mine"] == vllm.argv[vllm.argv.index("--lora-modules"):][:2]
     assert any("convert_released_checkpoint" in note for note in vllm.notes)
-    llama = engines.llama_cpp_command("/m/grok-2-Q4_K_M.gguf", gpu_layers=20)
-    assert llama.argv[:3] == ["llama-server", "--model", "/m/grok-2-Q4_K_M.gguf"] and "--jinja" in llama.argv
-    assert all("127.0.0.1" in c.argv for c in (vllm, llama))
+
+
+def test_no_command_for_a_version_the_course_did_not_check():
+    with pytest.raises(helpers.CourseError, match="checked vllm 0.24.0 only, not 0.25.0"):
+        engines.EngineCommand("vllm", ["vllm", "serve", "/m"], 8000, version="0.25.0", parser_argv_start=2)
+    with pytest.raises(helpers.CourseError, match="Unknown engine"):
+        engines.EngineCommand("tgi", ["text-generation-launcher"], 8080)
+
+
+def test_llama_cpp_commands_for_gpu_ram_hybrids():
+    plain = engines.llama_cpp_command("/m/grok-2-Q4_K_M.gguf", gpu_layers=20)
+    assert plain.argv[:3] == ["llama-server", "--model", "/m/grok-2-Q4_K_M.gguf"] and "--jinja" in plain.argv
+    assert "127.0.0.1" in plain.argv and plain.version == engine_sources.ENGINES["llama.cpp"].version
+    every = engines.llama_cpp_command("/m.gguf", gpu_layers="all", cpu_moe=True)
+    assert every.argv[-3:] == ["--n-gpu-layers", "all", "--cpu-moe"] and any("RAM bandwidth" in n for n in every.notes)
+    first = engines.llama_cpp_command("/m.gguf", gpu_layers="all", n_cpu_moe=40)
+    assert first.argv[-2:] == ["--n-cpu-moe", "40"]
+    rule = r"blk\.(1[0-9])\.ffn_.*_exps=CPU"
+    assert engines.llama_cpp_command("/m.gguf", override_tensors=[rule]).argv[-2:] == ["--override-tensor", rule]
+    for bad, match in (({"cpu_moe": True, "n_cpu_moe": 3}, "both place experts"), ({"n_cpu_moe": -1}, "negative"),
+                       ({"gpu_layers": "most"}, "not a layer count"), ({"override_tensors": ["exps"]}, "no buffer")):
+        with pytest.raises(helpers.CourseError, match=match):
+            engines.llama_cpp_command("/m.gguf", **bad)
     steps = engines.gguf_conversion_steps("/local/grok-2")
     assert "alvarobartt/grok-2-tokenizer" in steps[1] and "--outtype bf16" in steps[2] and steps[3].endswith("Q4_K_M")
 
 
-def test_arguments_are_checked(released):
-    for command in (engines.sglang_command(released), engines.vllm_command(released),
-                    engines.llama_cpp_command("/m.gguf", threads=4)):
-        check = engines.check_arguments(command)
+# ------------------------------------------------------------------------------- checked in the engines' files
+
+
+@pytest.mark.parametrize("engine", list(engine_sources.ENGINES))
+def test_every_pinned_engine_serves_grok_2_and_reads_its_tokenizer(engine, engine_release):
+    """Fails the day a pinned version drops the architecture (as vLLM did after 0.24.0)."""
+    files = engine_release(engine)
+    registry = engine_files.served(files)
+    assert registry.ok, registry.evidence
+    assert engine_files.reads_tok_json(files).ok
+
+
+def test_commands_pass_the_check_of_the_version_they_name(released, engine_release):
+    for engine in engine_sources.ENGINES:
+        engine_release(engine)
+    converted = engines.plan_deployment(gpu_memory_gb=141, gpus=8, released_layout=False)
+    commands = [engines.sglang_command(released, adapters={"a": "/a"}, api_key_placeholder="$K", context_length=8192),
+                engines.sglang_command(released, nnodes=2, node_rank=1, dist_init_addr="10.0.0.1:5000"),
+                engines.vllm_command(converted, adapters={"a": "/a"}, api_key_placeholder="$K"),
+                engines.llama_cpp_command("/m.gguf", gpu_layers="all", n_cpu_moe=40, threads=8, api_key_placeholder="$K"),
+                engines.llama_cpp_command("/m.gguf", cpu_moe=True, override_tensors=[r"blk\.0\.ffn_up_exps=CPU"])]
+    for command in commands:
+        check = engines.check_command(command)
         assert check.ok, (command.engine, check.problems)
+        assert command.version in check.checked_with and check.serves_grok2 and check.tokenizer
+    sglang = engines.check_command(commands[0])
+    assert sglang.notes == ["--tp is not an option of its own: argparse accepts it as an abbreviation of --tp-size"]
+
+
+def test_the_check_catches_typos_ambiguity_and_refused_values(released, engine_release):
+    engine_release("sglang")
+    engine_release("vllm")
     typo = engines.EngineCommand("sglang", ["python3", "-m", "sglang.launch_server", "--model", "/m", "--quantisation",
-                                            "fp8"], 30000, parser_argv_start=3)
-    check = engines.check_arguments(typo)
-    assert not check.ok and any("--quantisation" in p for p in check.problems)
+                                            "fp8", "--attention-backend", "tritonn", "--lora"], 30000,
+                                 parser_argv_start=3)
+    problems = engines.check_command(typo).problems
+    assert "unknown option --quantisation" in problems
+    assert "--attention-backend tritonn: not among the accepted values" in problems
+    assert any(p.startswith("ambiguous option --lora") for p in problems)
+    vllm = engines.EngineCommand("vllm", ["vllm", "serve", "/m", "--quantization", "fp9"], 8000, parser_argv_start=2)
+    assert engines.check_command(vllm).problems == ["--quantization fp9: not among the accepted values"]
+    llama = engines.EngineCommand("llama.cpp", ["llama-server", "--cpu-moes", "--n-cpu"], 8080, parser_argv_start=1)
+    assert engines.check_command(llama).problems == ["unknown option --cpu-moes", "unknown option --n-cpu"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sglang") is None, reason="SGLang is not installed here")
-def test_sglang_parser_accepts_the_command(released):  # pragma: no cover - runs where sglang is importable
-    check = engines.check_arguments(engines.sglang_command(released))
-    assert check.ok and check.checked_with.startswith("sglang") and check.parsed["tp_size"] == 8
+def test_a_release_that_lists_grok_as_previously_supported_is_refused(tmp_path):
+    """The registry layout of vLLM >= 0.25, in a wheel written here (the real 0.25.0 is read by
+    benchmarks/engine_args_check.py, recorded below)."""
+    wheel = tmp_path / "vllm-0.25.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("vllm/model_executor/models/registry.py",
+                         '_TEXT_GENERATION_MODELS = {"LlamaForCausalLM": ("llama", "LlamaForCausalLM")}\n'
+                         '_PREVIOUSLY_SUPPORTED_MODELS = {"Grok1ForCausalLM": "0.24.0"}\n')
+        archive.writestr("vllm/model_executor/models/llama.py", "")
+    finding = engine_files.served(engine_sources.EngineFiles("vllm", wheel))
+    assert not finding.ok and "previously" in finding.evidence.lower() and "'0.24.0'" in finding.evidence
 
 
-def test_recorded_parser_checks_passed():
-    """benchmarks/results/engine-args-check.json: the real sglang 0.5.23 / vllm 0.33.0 parsers and llama.cpp's options."""
+def test_recorded_check_of_every_command_and_of_the_release_after_the_last():
+    """benchmarks/results/engine-args-check.json: today's commands against the pinned releases' files, and vLLM
+    0.25.0's registry, which no longer serves Grok 2."""
     recorded = json.loads((REPO_ROOT / "benchmarks" / "results" / "engine-args-check.json").read_text())
     assert {row["engine"] for row in recorded["checks"]} == {"sglang", "vllm", "llama.cpp"}
     assert all(row["ok"] and not row["problems"] for row in recorded["checks"])
-    assert any("argument parser" in row["checked_with"] for row in recorded["checks"] if row["engine"] == "sglang")
-    current = {" ".join(engines.sglang_command(engines.plan_deployment()).argv)}
-    assert current & {" ".join(row["argv"]) for row in recorded["checks"]}, "the recorded check is of today's command"
+    assert {row["version"] for row in recorded["checks"]} == {e.version for e in engine_sources.ENGINES.values()}
+    current = " ".join(engines.sglang_command(engines.plan_deployment()).argv)
+    assert current in {" ".join(row["argv"]) for row in recorded["checks"]}, "the record is of today's command"
+    later = recorded["later_releases"]["vllm"]
+    assert later["version"] == "0.25.0" and not later["serves_grok2"] and "0.24.0" in later["evidence"]
 
 
-# ------------------------------------------------------------------------------------------------------- GGUF
+def test_llama_cpp_differences_are_named():
+    assert set(engines.LLAMA_CPP_DIFFERENCES) == {"rope", "temperature", "router_cap", "renormalise"}
 
 
-def test_gguf_size_table_matches_the_facts():
-    sizes = {row["type"]: row["size_GB"] for row in engines.gguf_size_table()}
-    assert sizes == {"Q2_K": 89, "Q3_K_M": 132, "Q4_K_M": 163, "Q5_K_M": 192, "Q6_K": 221, "Q8_0": 286, "BF16": 539}
-    assert len(engines.LLAMA_CPP_DIFFERENCES) == 4
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return helpers.load_model(verbose=False), helpers.load_tokenizer()
-
-
-def test_tiny_grok_2_exports_to_a_gguf_llama_cpp_can_load(tmp_path, tiny):
-    model, tokenizer = tiny
-    path = engines.export_gguf(model, tmp_path / "tiny.gguf", tokenizer=tokenizer)
-    report = engines.verify_gguf(path, model, tokenizer)
-    assert report["ok"], report["problems"]
-    assert report["architecture"] == "grok" and report["tensors"] == len(engines.expected_gguf_tensors(model.config))
-    assert report["weights_checked"] == len(model.state_dict()) and report["chat_template"]
-
-
-def test_gguf_metadata_follows_llama_cpps_converter(tmp_path, tiny):
-    import gguf
-
-    model, tokenizer = tiny
-    reader = gguf.GGUFReader(str(engines.export_gguf(model, tmp_path / "tiny.gguf", tokenizer=tokenizer)))
-    field = lambda key: reader.fields[key].contents()  # noqa: E731
-    assert field("grok.rope.scaling.type") == "yarn"  # the converter's "treat original as yarn"
-    assert field("grok.attention.temperature_length") == model.config.attn_temperature_len
-    assert abs(field("grok.attention.output_scale") - model.config.head_dim ** -0.5) < 1e-6
-    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.add_bos_token") is False
-    assert field("tokenizer.ggml.eos_token_id") == 2 and field("tokenizer.ggml.padding_token_id") == 0
-    assert field("tokenizer.chat_template") == tokenizer.chat_template
-    experts = {t.name: t for t in reader.tensors}["blk.0.ffn_down_exps.weight"]
-    assert tuple(experts.shape) == (model.config.moe_intermediate_size, model.config.hidden_size, 8)
-
-
-def test_verify_gguf_catches_a_wrong_file(tmp_path, tiny):
-    model, tokenizer = tiny
-    path = engines.export_gguf(model, tmp_path / "tiny.gguf", tokenizer=tokenizer)
-    changed = helpers.load_model(verbose=False)
-    with torch.no_grad():
-        changed.model.layers[1].block_sparse_moe.experts[3].w2.weight.add_(1.0)
-    report = engines.verify_gguf(path, changed, tokenizer)
-    assert report["problems"] == ["model.layers.1.block_sparse_moe.experts.3.w2.weight: values differ from the model's"]
-    with pytest.raises(helpers.CourseError, match="Grok 2 models only"):
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        engines.export_gguf(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16)),
-                            tmp_path / "gpt2.gguf", tokenizer=tokenizer)
-
-
-def test_plain_rope_variant_and_end_of_turn(tmp_path, tiny):
-    import gguf
-
-    model, tokenizer = tiny
-    reader = gguf.GGUFReader(str(engines.export_gguf(model, tmp_path / "plain.gguf", tokenizer=tokenizer,
-                                                     rope_as_converter=False)))
-    assert "grok.rope.scaling.type" not in reader.fields
-    assert reader.fields["tokenizer.ggml.eot_token_id"].contents() == 1  # <|separator|> ends a turn in llama.cpp
-
-
-def test_recorded_llama_cpp_run_agrees_with_transformers():
-    """benchmarks/results/gguf-llama-cpp-check.json: the exported file run by llama.cpp itself (see the script)."""
-    recorded = json.loads((REPO_ROOT / "benchmarks" / "results" / "gguf-llama-cpp-check.json").read_text())
-    plain, converter = recorded["variants"]["plain RoPE"], recorded["variants"]["as the converter writes it (YaRN)"]
-    assert plain["gguf_verified"] and converter["gguf_verified"]
-    assert plain["identical_answers"] >= 0.9 * recorded["questions"] > converter["identical_answers"]
+def test_a_build_without_compiler_or_cmake_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("GROK2_COURSE_CACHE", str(tmp_path))  # nothing built there
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(engine_sources.shutil, "which", lambda tool: None)
+    with pytest.raises(helpers.CourseError, match="(?s)needs cmake and a C\\+\\+ compiler.*build-essential cmake"):
+        engine_sources.build_llama_cpp()
+    assert not (tmp_path / f"llama.cpp-{engine_sources.ENGINES['llama.cpp'].version}" / "bin").exists()

@@ -18,11 +18,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 import helpers
 from helpers.errors import CourseError
 from helpers.fast_generation import FastGenerator, sample
-from helpers.grok2 import Grok2ForCausalLM
+from helpers.grok2 import Grok2ForCausalLM, grouped_experts
+from helpers.grok2.modeling_grok2 import Grok2SparseMoeBlock
 from helpers.roofline import (count_active_experts, decode_step_bytes, kv_bytes_per_token, measure_copy_bandwidth,
                               roofline_tokens_per_s)
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread, results independent of cores
 
 
 def tiny(dtype=torch.float32) -> Grok2ForCausalLM:
@@ -48,50 +50,63 @@ def random_llama() -> LlamaForCausalLM:
 # ------------------------------------------------------------------------------------------- grouped experts
 
 
-def test_grouped_experts_equal_the_loop_bit_for_bit_and_keep_names():
-    model = tiny()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_experts_equal_the_loop_bit_for_bit_and_keep_names(dtype):
+    model = tiny(dtype)
     ids = torch.randint(3, 1000, (3, 40), generator=torch.Generator().manual_seed(0))
     names_before = list(model.state_dict())
+    assert not grouped_experts.is_active(model)
     with torch.no_grad():
         loop = model(ids).logits
-        assert model.stack_experts() == model.config.num_hidden_layers
+        assert grouped_experts.enable(model) == model.config.num_hidden_layers
+        assert grouped_experts.is_active(model) and grouped_experts.is_active(model.model.layers[1].block_sparse_moe)
         grouped = model(ids).logits
-    assert torch.equal(loop, grouped)  # same sums in the same order
+    assert torch.equal(loop, grouped)  # same products, added in the same order
     assert list(model.state_dict()) == names_before
     block = model.model.layers[2].block_sparse_moe
     # The experts' weights are views of the stack: no second copy of the model.
     assert block.experts[5].w3.weight.data_ptr() == block._stacked["w3"][5].data_ptr()
     storages = {p.untyped_storage().data_ptr() for p in block.experts.parameters()}
     assert storages == {block._stacked[n].untyped_storage().data_ptr() for n in ("w1", "w2", "w3")}
+    grouped_experts.disable(model)
+    assert grouped_experts.enabled_blocks(model) == 0 and type(block) is Grok2SparseMoeBlock
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loop)
+
+
+def test_the_model_file_knows_nothing_of_the_fast_path():
+    source = (REPO / "helpers" / "grok2" / "modeling_grok2.py").read_text()
+    assert "import" not in "".join(line for line in source.splitlines() if "grouped" in line)
+    assert "grouped_mm" not in source and "_stacked" not in source
+    assert not hasattr(Grok2ForCausalLM, "stack_experts") and not grouped_experts.is_active(random_llama())
 
 
 def test_grouped_path_is_used_and_avoids_the_cpu_round_trip(monkeypatch):
     model = tiny()
-    model.stack_experts()
+    grouped_experts.enable(model)
 
-    def no_tolist(*args, **kwargs):
-        raise AssertionError("the grouped path must not read the routing back to the CPU")
+    def loop(*args, **kwargs):
+        raise AssertionError("the grouped path must not fall back to the loop, which reads the routing on the CPU")
 
-    block = model.model.layers[0].block_sparse_moe
-    monkeypatch.setattr(block, "_experts_one_by_one", no_tolist)
+    monkeypatch.setattr(Grok2SparseMoeBlock, "forward", loop)
     with torch.no_grad():
         model(torch.tensor([[5, 6, 7]]))
 
 
 def test_moving_or_casting_unstacks_and_stays_correct():
     model = tiny()
-    model.stack_experts()
+    grouped_experts.enable(model)
     model.to(torch.bfloat16)
-    assert all(layer.block_sparse_moe._stacked is None for layer in model.model.layers)
-    reference = tiny().to(torch.bfloat16)  # the same cast, never stacked
+    assert grouped_experts.enabled_blocks(model) == 0
+    reference = tiny().to(torch.bfloat16)  # the same cast, never grouped
     ids = torch.tensor([[3, 50, 60, 70, 80]])
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)
 
 
-def test_saving_a_stacked_model_round_trips(tmp_path):
+def test_saving_a_grouped_model_round_trips(tmp_path):
     model = tiny()
-    model.stack_experts()
+    grouped_experts.enable(model)
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
@@ -101,20 +116,29 @@ def test_lora_on_experts_falls_back_to_the_loop_and_is_applied():
     from peft import LoraConfig, get_peft_model
 
     model = tiny()
-    model.stack_experts()
+    grouped_experts.enable(model)
     ids = torch.tensor([[3, 50, 60, 70, 80, 90]])
     with torch.no_grad():
         base = model(ids).logits
     adapted = get_peft_model(model, LoraConfig(r=4, target_modules=["w1", "w2", "w3"], init_lora_weights=False))
     block = adapted.base_model.model.model.layers[0].block_sparse_moe
-    assert not block._can_run_grouped(torch.zeros(1, 64))  # wrapped experts: the stack no longer describes them
+    # Wrapped experts: the stack no longer describes them.
+    assert not block.runs_grouped(torch.zeros(1, 64)) and not grouped_experts.is_active(block)
     with torch.no_grad():
         assert not torch.allclose(adapted(ids).logits, base, atol=1e-4)  # the adapters really act
 
 
+def test_a_replaced_weight_falls_back_to_the_loop():
+    model = tiny()
+    grouped_experts.enable(model)
+    block = model.model.layers[0].block_sparse_moe
+    block.experts[2].w1.weight = torch.nn.Parameter(block.experts[2].w1.weight.detach().clone() * 2)
+    assert not grouped_experts.is_active(model) and not block.runs_grouped(torch.zeros(1, 64))
+
+
 def test_training_takes_the_loop_so_gradients_reach_each_expert():
     model = tiny().train()
-    model.stack_experts()
+    grouped_experts.enable(model)
     ids = torch.randint(3, 1000, (2, 12), generator=torch.Generator().manual_seed(1))
     model(ids, labels=ids).loss.backward()
     grads = [e.w1.weight.grad for layer in model.model.layers for e in layer.block_sparse_moe.experts]
@@ -146,12 +170,12 @@ def test_closing_frees_the_cache_and_restores_the_model():
     model = tiny()
     with FastGenerator(model) as fast:
         fast.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3)
-        assert model.model.layers[0].block_sparse_moe._stacked is not None and fast._session is not None
+        assert grouped_experts.is_active(model) and fast._session is not None
     assert fast._session is None
-    assert all(layer.block_sparse_moe._stacked is None for layer in model.model.layers)
-    model.stack_experts()  # stacked by its owner: a generator leaves it stacked
+    assert grouped_experts.enabled_blocks(model) == 0
+    grouped_experts.enable(model)  # grouped by its owner: a generator leaves it grouped
     FastGenerator(model).close()
-    assert model.model.layers[0].block_sparse_moe._stacked is not None
+    assert grouped_experts.is_active(model)
 
 
 def test_fast_generation_logits_equal_generate_logits_on_a_stock_transformers_model():
@@ -303,14 +327,13 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 def test_grouped_experts_on_cuda_equal_the_loop():
-    from helpers.grok2.modeling_grok2 import grouped_mm_supported
-
     model = tiny(torch.bfloat16).cuda()
-    assert grouped_mm_supported(torch.device("cuda"), torch.bfloat16), "grouped_mm needs compute capability >= 8.0"
+    assert grouped_experts.grouped_mm_supported(torch.device("cuda"), torch.bfloat16), \
+        "grouped_mm needs compute capability >= 8.0"
     ids = torch.randint(3, 1000, (4, 64), generator=torch.Generator().manual_seed(0)).cuda()
     with torch.no_grad():
         loop = model(ids).logits
-        model.stack_experts()
+        assert grouped_experts.enable(model) and grouped_experts.is_active(model, compiled=True)
         grouped = model(ids).logits
     assert (grouped - loop).abs().max() / loop.abs().max() < 1e-2  # bf16 kernels: another summation order
 

@@ -1,7 +1,7 @@
-"""Grok 2 in transformers: checked against an independent reference forward written out below.
+"""Grok 2 in transformers: checked against an independent reference forward (helpers/grok2/reference.py).
 
 The reference follows the formulas of grok2-facts.md section 4 literally (per-token expert loop, repeated KV heads,
-explicit causal mask), sharing no code with helpers/grok2, so a mistake in either shows up as a mismatch.
+explicit causal mask), sharing no code with modeling_grok2.py, so a mistake in either shows up as a mismatch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import helpers  # noqa: F401  (registers Grok 2)
 from helpers.grok2 import Grok2Config, Grok2ForCausalLM, unpatched_model_type
+from helpers.grok2.reference import reference_logits  # the independent forward, shown in lesson 02
 from helpers.paths import GROK2_RELEASED_CONFIG
 
 
@@ -55,73 +56,6 @@ def build(config: Grok2Config, seed: int = 0) -> Grok2ForCausalLM:
 
 
 # ------------------------------------------------------------------------------------------ independent reference
-
-
-def reference_logits(model: Grok2ForCausalLM, ids: torch.Tensor) -> torch.Tensor:
-    """Literal transcription of grok2-facts.md section 4 for one unpadded sequence [T]."""
-    c = model.config
-    w = {k: v.double() for k, v in model.state_dict().items()}
-    T = ids.shape[0]
-
-    def rms(x, weight):
-        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + c.rms_norm_eps) * weight
-
-    def cap(x, limit):
-        return limit * torch.tanh(x / limit)
-
-    def gelu_exact(x):
-        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
-
-    def gelu_tanh(x):
-        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
-
-    def rope(x):  # x [heads, T, d], plain NeoX RoPE
-        d = x.shape[-1]
-        inv = [1.0 / (c.rope_theta ** (2 * i / d)) for i in range(d // 2)]
-        out = torch.empty_like(x)
-        for t in range(T):
-            for i in range(d // 2):
-                a = t * inv[i]
-                x1, x2 = x[:, t, i], x[:, t, i + d // 2]
-                out[:, t, i] = x1 * math.cos(a) - x2 * math.sin(a)
-                out[:, t, i + d // 2] = x2 * math.cos(a) + x1 * math.sin(a)
-        return out
-
-    h = w["model.embed_tokens.weight"][ids] * c.embedding_multiplier_scale
-    for layer in range(c.num_hidden_layers):
-        p = f"model.layers.{layer}."
-        x = rms(h, w[p + "pre_attn_norm.weight"])
-        q = (x @ w[p + "self_attn.q_proj.weight"].T).view(T, c.num_attention_heads, c.head_dim).transpose(0, 1)
-        k = (x @ w[p + "self_attn.k_proj.weight"].T).view(T, c.num_key_value_heads, c.head_dim).transpose(0, 1)
-        v = (x @ w[p + "self_attn.v_proj.weight"].T).view(T, c.num_key_value_heads, c.head_dim).transpose(0, 1)
-        q, k = rope(q), rope(k)
-        group = c.num_attention_heads // c.num_key_value_heads
-        k, v = k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)
-        s = cap((q @ k.transpose(-1, -2)) * c.head_dim**-0.5, c.attn_logit_softcapping)
-        pos = torch.arange(T, dtype=torch.float64)
-        temp = torch.where(pos > c.attn_temperature_len, torch.log2(pos.clamp(min=1)) / math.log2(c.attn_temperature_len), 1.0)
-        s = s * temp[:, None]
-        causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        attn = torch.softmax(s.masked_fill(~causal, float("-inf")), -1) @ v
-        attn = attn.transpose(0, 1).reshape(T, -1) @ w[p + "self_attn.o_proj.weight"].T
-        h = h + rms(attn, w[p + "post_attn_norm.weight"])
-
-        x = rms(h, w[p + "pre_moe_norm.weight"])
-        router = cap(x @ w[p + "block_sparse_moe.gate.weight"].T, c.router_logit_softcapping)
-        probs = torch.softmax(router, -1)
-        moe = torch.zeros_like(x)
-        for t in range(T):
-            top = torch.topk(probs[t], c.num_experts_per_tok)
-            for weight, e in zip(top.values, top.indices):  # NOT renormalised
-                e_ = f"{p}block_sparse_moe.experts.{int(e)}."
-                hidden = gelu_exact(x[t] @ w[e_ + "w1.weight"].T) * (x[t] @ w[e_ + "w3.weight"].T)
-                moe[t] += weight * (hidden @ w[e_ + "w2.weight"].T)
-        dense = gelu_tanh(x @ w[p + "mlp.gate_proj.weight"].T) * (x @ w[p + "mlp.up_proj.weight"].T)
-        dense = dense @ w[p + "mlp.down_proj.weight"].T
-        h = h + rms((moe + dense) / math.sqrt(2), w[p + "post_moe_norm.weight"])
-    h = rms(h, w["model.norm.weight"])
-    logits = (h @ w["lm_head.weight"].T) * c.output_multiplier_scale
-    return cap(logits, c.final_logit_softcapping)
 
 
 def test_forward_matches_independent_reference():

@@ -228,19 +228,6 @@ class Grok2Expert(nn.Module):
         return self.w2(F.gelu(self.w1(x)) * self.w3(x))
 
 
-def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    """Does `F.grouped_mm` have a kernel for experts of this dtype on this device?
-
-    bf16 on CUDA GPUs of compute capability >= 8.0 (A100, H100; not a T4) and on CPUs; fp32 on CPUs too, but only
-    when run eagerly: torch.compile's shape checks accept bf16 alone (see `Grok2SparseMoeBlock._can_run_grouped`).
-    """
-    if getattr(F, "grouped_mm", None) is None:
-        return False
-    if device.type == "cuda":
-        return dtype == torch.bfloat16 and torch.cuda.get_device_capability(device)[0] >= 8
-    return device.type == "cpu" and dtype in (torch.bfloat16, torch.float32)
-
-
 class Grok2SparseMoeBlock(nn.Module):
     """Router + experts. Each token goes to its top-2 experts, weighted by their softmax probabilities.
 
@@ -248,13 +235,8 @@ class Grok2SparseMoeBlock(nn.Module):
     renormalise the two chosen probabilities to sum to 1 (SGLang asserts `not renormalize`; vLLM's default for
     residual_moe agrees; llama.cpp renormalises). So a token's expert output is scaled by p1 + p2 < 1.
 
-    Two ways to run the experts, with the same result:
-    - per expert (the default): a Python loop over the experts that received tokens. Works with anything in place of
-      an expert's `nn.Linear` (bitsandbytes' 4-bit layers, LoRA adapters, offloaded weights) and trains. Finding which
-      experts received tokens reads the routing back to the CPU: the GPU waits, and CUDA graphs cannot capture it.
-    - grouped, after `stack_experts()`: the experts' weights become slices of three [experts, out, in] tensors, the
-      token copies are sorted by expert, and one grouped matmul (`F.grouped_mm`) per projection runs every expert on
-      its own rows. Shapes never depend on the routing, so nothing waits on the CPU: this is the inference fast path.
+    The experts run in a loop, which trains and takes anything in place of an `nn.Linear` (quantized, LoRA,
+    offloaded). `helpers.grok2.grouped_experts` is an optional fast path on top, with the same result.
     """
 
     def __init__(self, config: Grok2Config):
@@ -266,8 +248,6 @@ class Grok2SparseMoeBlock(nn.Module):
         self.experts = nn.ModuleList(
             [Grok2Expert(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_local_experts)]
         )
-        self._stacked: dict[str, torch.Tensor] | None = None  # set by stack_experts()
-        self._grouped_kernel = False  # whether F.grouped_mm runs the stack's device and dtype (set with the stack)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [tokens, hidden] -> (router logits [tokens, experts], top-k weights, top-k expert indices)."""
@@ -276,113 +256,24 @@ class Grok2SparseMoeBlock(nn.Module):
         weights, chosen = torch.softmax(logits, dim=-1).topk(self.top_k, dim=-1)
         return logits, weights, chosen
 
-    # --- stacking: the experts' weights as slices of one tensor per projection, without copying the model
-
-    def stack_experts(self) -> bool:
-        """Move each projection's expert weights into one [experts, out, in] tensor; the experts keep views of it.
-
-        Names, state_dict and checkpoints stay as they were (`experts.3.w1.weight` is the slice [3] of the stack).
-        Peak extra memory: one projection of one layer. Returns False, changing nothing, where stacking cannot work:
-        experts that are not plain `nn.Linear` (quantized, LoRA-wrapped), on several devices or still on `meta`.
-        """
-        if self._stacked is not None:
-            return True
-        linears = [getattr(expert, name) for expert in self.experts for name in ("w1", "w2", "w3")]
-        weights = [linear.weight for linear in linears]
-        if any(type(linear) is not nn.Linear or hasattr(linear, "_hf_hook") for linear in linears):
-            return False
-        if len({(w.device, w.dtype) for w in weights}) != 1 or weights[0].is_meta:
-            return False
-        stacked = {}
-        for name in ("w1", "w2", "w3"):
-            parts = [getattr(expert, name).weight for expert in self.experts]
-            stack = torch.empty((len(parts), *parts[0].shape), dtype=parts[0].dtype, device=parts[0].device)
-            for index, expert in enumerate(self.experts):
-                linear = getattr(expert, name)
-                stack[index].copy_(linear.weight.detach())
-                # The parameter becomes a view of the stack; its old storage is freed here, one matrix at a time.
-                linear.weight = nn.Parameter(stack[index], requires_grad=linear.weight.requires_grad)
-            stacked[name] = stack
-        self._stacked = stacked
-        # Decided here, once: a compiled forward must not ask the device for its capabilities at every call.
-        self._grouped_kernel = grouped_mm_supported(weights[0].device, weights[0].dtype)
-        return True
-
-    def unstack_experts(self) -> None:
-        """Give each expert weight its own storage again (before training, quantizing, or saving with shared views)."""
-        if self._stacked is None:
-            return
-        for expert in self.experts:
-            for name in ("w1", "w2", "w3"):
-                linear = getattr(expert, name)
-                linear.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=linear.weight.requires_grad)
-        self._stacked = None
-
-    def _apply(self, fn, recurse=True):
-        # `.to()`, `.half()`, `.cuda()` convert each parameter separately, which would leave the stack behind holding
-        # the old weights: unstack first (the caller can stack again on the new device or dtype).
-        self.unstack_experts()
-        return super()._apply(fn, recurse)
-
-    def _can_run_grouped(self, x: torch.Tensor) -> bool:
-        if self._stacked is None:
-            return False
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.experts.parameters()):
-            return False  # training: gradients must reach each expert's own parameter, which the loop path does
-        # Someone swapped a layer (quantization, LoRA) or a weight after stacking: the stack no longer describes it.
-        for expert in self.experts:
-            for name in ("w1", "w2", "w3"):
-                if type(getattr(expert, name)) is not nn.Linear:
-                    return False
-        stack = self._stacked["w1"]
-        if x.dtype != stack.dtype or x.device != stack.device or not self._grouped_kernel:
-            return False
-        # torch.compile's shape checks for grouped_mm accept bf16 only; fp32 (CPU) runs grouped when eager only.
-        return stack.dtype == torch.bfloat16 or not torch.compiler.is_compiling()
-
-    # --- the two forwards
-
-    def _experts_one_by_one(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(x, dtype=torch.float32)
-        # Loop over experts, not tokens: each expert runs once on the tokens routed to it (a gather, one GEMM pair,
-        # a scatter-add). With 8 experts that is at most 8 small batched matmuls per layer.
-        for expert_id in torch.unique(chosen).tolist():
-            token_idx, slot = torch.where(chosen == expert_id)
-            expert_out = self.experts[expert_id](x[token_idx])
-            out.index_add_(0, token_idx, expert_out.float() * weights[token_idx, slot, None])
-        return out
-
-    def _experts_grouped(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        # Each token is copied once per chosen expert (tokens * top_k rows), rows sorted by expert. A stable sort keeps
-        # each token's rows in expert order, so the final sum adds them in the same order as the loop above.
-        flat = chosen.reshape(-1)
-        order = flat.argsort(stable=True)
-        token_of_row = order // self.top_k
-        rows_per_expert = torch.zeros(self.num_experts, dtype=torch.int32, device=x.device)
-        rows_per_expert.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
-        ends = rows_per_expert.cumsum(0, dtype=torch.int32)  # group e = rows ends[e-1] .. ends[e]-1
-        rows = x[token_of_row]
-        w1, w2, w3 = self._stacked["w1"], self._stacked["w2"], self._stacked["w3"]
-        # grouped_mm(a, b)[rows of e] = a[rows of e] @ b[e]; nn.Linear computes x @ W.T, hence the transposes (views).
-        gate = F.grouped_mm(rows, w1.transpose(1, 2), offs=ends)
-        up = F.grouped_mm(rows, w3.transpose(1, 2), offs=ends)
-        expert_out = F.grouped_mm(F.gelu(gate) * up, w2.transpose(1, 2), offs=ends)
-        out = torch.zeros_like(x, dtype=torch.float32)
-        out.index_add_(0, token_of_row, expert_out.float() * weights.reshape(-1)[order, None])
-        return out
-
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         shape = hidden_states.shape
         x = hidden_states.reshape(-1, shape[-1])
         _, weights, chosen = self.route(x)
-        if self._can_run_grouped(x):
-            out = self._experts_grouped(x, weights, chosen)
-        else:
-            out = self._experts_one_by_one(x, weights, chosen)
+        # Accumulate in fp32 and round once at the end: a bf16 running sum would round after each expert's addition.
+        out = torch.zeros_like(x, dtype=torch.float32)
+        # Loop over experts, not tokens: each expert runs once on the tokens routed to it (a gather, its three
+        # matmuls, a scatter-add). With 8 experts that is at most 8 small batched matmuls per layer.
+        for expert_id in torch.unique(chosen).tolist():
+            token_idx, slot = torch.where(chosen == expert_id)
+            expert_out = self.experts[expert_id](x[token_idx])
+            out.index_add_(0, token_idx, expert_out.float() * weights[token_idx, slot, None])
         return out.to(hidden_states.dtype).view(shape)
 
 
 class Grok2DecoderLayer(GradientCheckpointingLayer):
+    """One layer with its four "sandwich" norms, in the order of the module docstring (SGLang's `Grok1DecoderLayer`)."""
+
     def __init__(self, config: Grok2Config, layer_idx: int):
         super().__init__()
         self.residual_moe = config.residual_moe
@@ -419,10 +310,8 @@ class Grok2DecoderLayer(GradientCheckpointingLayer):
 # ------------------------------------------------------------------------------------------------------- model
 
 
-def build_attention_mask(
-    padding_mask: torch.Tensor | None, past: int | torch.Tensor, query_len: int, kv_len: int, batch: int,
-    device: torch.device,
-) -> torch.Tensor:
+def build_attention_mask(padding_mask: torch.Tensor | None, past: int | torch.Tensor, query_len: int, kv_len: int,
+                         batch: int, device: torch.device) -> torch.Tensor:
     """Boolean mask [batch, 1, query, kv]: True where a query may look at a key.
 
     Causality is by cache slot: the queries sit in slots past .. past+query_len-1 of a cache with `kv_len` slots
@@ -564,16 +453,6 @@ class Grok2ForCausalLM(Grok2PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
-    def stack_experts(self) -> int:
-        """Turn on the grouped mixture-of-experts path in every layer that allows it (see Grok2SparseMoeBlock).
-
-        For inference: no extra memory, same names and results. Returns how many layers now run grouped."""
-        return sum(layer.block_sparse_moe.stack_experts() for layer in self.model.layers)
-
-    def unstack_experts(self) -> None:
-        for layer in self.model.layers:
-            layer.block_sparse_moe.unstack_experts()
-
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
@@ -615,5 +494,4 @@ class Grok2ForCausalLM(Grok2PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: getattr(outputs, _CACHE_FIELD)})
 
 
-__all__ = ["Grok2ForCausalLM", "Grok2Model", "Grok2PreTrainedModel", "softcap", "attention_temperature",
-           "grouped_mm_supported"]
+__all__ = ["Grok2ForCausalLM", "Grok2Model", "Grok2PreTrainedModel", "softcap", "attention_temperature"]
