@@ -1,0 +1,143 @@
+"""The route planner: every way to run Grok 2.5 on one machine, in one table, with the fastest that fits, or a clear
+"no route" saying what would be needed.
+
+    plan = plan_routes("24 GB GPU + 128 GB DDR5")     # a preset, "this machine", or a Machine
+    plan.table(gpu_hour_price=2.0)                     # one row per route
+    print(plan.verdict())
+    plan.best                                          # the route with the highest decode bound that fits
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import CourseError
+from .gpu_routes import sglang_route, transformers_route, two_node_route, vllm_route
+from .llama_routes import FAMILIES, best_llama_cpp, hybrid_split
+from .machine import Machine, how_to_describe, preset
+from .route import GPU_USABLE, RAM_USABLE, Route, gb
+from .weights import engine_weights, gguf_quants, gguf_weights, grok2_shape
+
+DEFAULT_CONTEXT = 8192
+
+
+@dataclass
+class RoutePlan:
+    machine: Machine
+    context: int
+    routes: list[Route]
+
+    @property
+    def fitting(self) -> list[Route]:
+        return sorted((r for r in self.routes if r.fits), key=lambda r: -(r.decode_tok_s or 0.0))
+
+    @property
+    def best(self) -> Route | None:
+        return self.fitting[0] if self.fitting else None
+
+    def route(self, key_start: str) -> Route:
+        """The route whose key starts with `key_start` ("sglang", "llama.cpp-hybrid", "transformers-nf4")."""
+        for r in self.routes:
+            if r.key.startswith(key_start):
+                return r
+        raise KeyError(f"no route {key_start!r} in this plan: {[r.key for r in self.routes]}")
+
+    def table(self, gpu_hour_price: float | None = None, machine_hour_price: float | None = None,
+              all_routes: bool = False) -> list[dict]:
+        """Rows for display; routes this kind of machine cannot run at all are left out unless `all_routes`."""
+        return [r.row(gpu_hour_price, machine_hour_price) for r in self.routes if all_routes or r.applicable]
+
+    def verdict(self) -> str:
+        best = self.best
+        if best is not None:
+            speed = best.decode_tok_s
+            pace = f"{speed:,.1f} tokens/s" if speed >= 1 else f"{1 / speed:,.1f} s per token"
+            return (f"{self.machine.name}: {len(self.fitting)} route(s) fit. Fastest bound: {best.title} "
+                    f"[{best.weights.name}], at most {pace} (batch 1, a {self.context:,}-token context; a bound, "
+                    f"limited by {best.limited_by.name}).")
+        return f"{self.machine.name}: no route runs Grok 2.5 here.\n" + "\n".join(
+            f"- {line}" for line in what_would_be_needed(self.context))
+
+    def require(self) -> Route:
+        """The best route, or the course's error saying that none fits and what would be needed."""
+        if self.best is None:
+            raise CourseError(f"No route runs Grok 2.5 on {self.machine.name} ({'; '.join(self.machine.describe())}).",
+                              "What would be needed: " + "; ".join(what_would_be_needed(self.context)) + ".")
+        return self.best
+
+
+def what_would_be_needed(context: int = DEFAULT_CONTEXT) -> list[str]:
+    """The least machine of each kind that runs Grok 2.5, from the smallest GGUF and the FP8 weights."""
+    quants = sorted(gguf_quants(), key=lambda q: gguf_weights(q).total)
+    small = gguf_weights(quants[0])
+    kv = grok2_shape().kv_bytes(context)
+    fp8 = engine_weights("fp8")
+    always_on = small.always_on - small.bytes_by_class["embeddings"] + kv
+    return [
+        f"CPU only (llama.cpp): {gb((small.total + kv) / RAM_USABLE)} of RAM for the smallest GGUF "
+        f"({small.name}, {gb(small.total)}, with the KV cache of {context:,} tokens), at {RAM_USABLE:.0%} usable",
+        f"a GPU plus RAM (llama.cpp hybrid, {small.name}): {gb(always_on / GPU_USABLE)} of GPU memory for the "
+        f"always-on part and {gb(small.experts / RAM_USABLE)} of RAM for the experts",
+        f"a Mac (Metal): {gb((small.total + kv) / RAM_USABLE)} of unified memory ({small.name})",
+        f"the official route (SGLang, FP8): 8 GPUs with {gb((fp8.total + kv) / 8 / GPU_USABLE)} or more each",
+    ]
+
+
+def _machine(machine) -> Machine:
+    if isinstance(machine, Machine):
+        return machine
+    if isinstance(machine, str):
+        return preset(machine)
+    raise CourseError(f"plan_routes takes a machine, not {type(machine).__name__}.",
+                      f"Pass a preset name (helpers.machines.PRESETS), 'this machine', or {how_to_describe()}.")
+
+
+def plan_routes(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> RoutePlan:
+    """Every route for Grok 2.5 on `machine` at a `context`-token KV cache (one sequence)."""
+    machine = _machine(machine)
+    limit = grok2_shape().max_context
+    if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= limit:
+        raise CourseError(f"context must be a whole number of tokens from 1 to {limit:,}, got {context!r}.",
+                          f"Grok 2.5's context is {limit:,} tokens; 8192 is the course's default.")
+    routes = [sglang_route(machine, context), vllm_route(machine, context)]
+    two_nodes = two_node_route(machine, context, routes[0])
+    if two_nodes is not None:
+        routes.append(two_nodes)
+    routes += [transformers_route(machine, precision, context) for precision in ("bf16", "int8", "nf4")]
+    routes += [best_llama_cpp(machine, family, context) for family in FAMILIES]
+    return RoutePlan(machine, context, routes)
+
+
+def hybrid_table(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> list[dict]:
+    """llama.cpp's hybrid layout at every GGUF quantization: does the always-on part fit the GPU, the smallest
+    --n-cpu-moe, the RAM it needs, and the decode bound."""
+    from .llama_routes import hybrid_route
+
+    machine = _machine(machine)
+    rows = []
+    for quant in sorted(gguf_quants(), key=lambda q: gguf_weights(q).total):
+        weights = gguf_weights(quant)
+        split = hybrid_split(machine, weights, context) if machine.gpus else None
+        route = hybrid_route(machine, weights, context)
+        rows.append({
+            "quant": quant,
+            "file": gb(weights.total),
+            "always-on part": gb(split["always_on"]) if split else "",
+            "always-on fits the GPU": ("yes" if split["always_on_fits"] else "no") if split else "",
+            "flags": _flags(split) if split else "",
+            "RAM needed": gb(split["ram_bytes"]) if split else "",
+            "fits": "yes" if route.fits else "no",
+            "decode bound (tok/s)": round(route.decode_tok_s, 2) if route.decode_tok_s else None,
+        })
+    return rows
+
+
+def _flags(split: dict) -> str:
+    if not split["always_on_fits"]:
+        return f"--cpu-moe -ngl {split['gpu_layers']}"
+    n = split["n_cpu_moe"]
+    layers = grok2_shape().layers
+    return "none (all on the GPU)" if n == 0 else "--cpu-moe" if n == layers else f"--n-cpu-moe {n}"
+
+
+__all__ = ["RoutePlan", "plan_routes", "hybrid_table", "what_would_be_needed", "DEFAULT_CONTEXT"]
