@@ -1,0 +1,177 @@
+"""Who owns what under tensor parallelism for Grok 2, and which files a rank reads: the split's arithmetic (query and
+KV heads, o_proj columns, MLP rows, vocabulary rows, expert slice files per rank), the checks that refuse a size that
+cannot be exact, and a reader that opens only a rank's own files and counts the bytes it takes from each.
+
+`helpers.grok2.tensor_parallel` builds and runs a rank's model from these; its docstring says why each part is split
+the way it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .checkpoint import RELEASED_FILE_CONTENTS, SHARD_NAME, TENSOR_PARALLEL_FILES
+from .configuration_grok2 import Grok2Config
+
+
+class TensorParallelError(ValueError):
+    """A tensor-parallel size the model or its files cannot be split into. `str()` reads: the constraint, then Fix."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}\nFix: {fix}")
+
+
+class MissingShardError(FileNotFoundError):
+    """A file of the released layout that a rank must read is not there. `str()` names the file, then Fix."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}\nFix: {fix}")
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def _divides_or_multiple(count: int, tp_size: int) -> bool:
+    return count % tp_size == 0 or tp_size % count == 0
+
+
+def _unsplittable(config: Grok2Config, tp_size: int, slices: int) -> list[str]:
+    """The parts of the model (or of its files) that `tp_size` ranks cannot share exactly."""
+    parts = [
+        (_divides_or_multiple(config.num_attention_heads, tp_size),
+         f"the {config.num_attention_heads} attention heads (each rank takes whole heads, or ranks share one)"),
+        (_divides_or_multiple(config.num_key_value_heads, tp_size),
+         f"the {config.num_key_value_heads} key/value heads (each rank takes whole KV heads, or ranks share one)"),
+        (config.intermediate_size % tp_size == 0, f"the dense MLP's width {config.intermediate_size}"),
+        (config.vocab_size % tp_size == 0, f"the vocabulary of {config.vocab_size} tokens"),
+        (config.moe_intermediate_size % slices == 0,
+         f"the experts: their width {config.moe_intermediate_size} is no whole number of {slices} slice files (is the "
+         f"last slice file missing?)"),
+        (slices % tp_size == 0, f"the {slices} expert slice files (each rank concatenates {slices}/N whole files; "
+                                f"at N > {slices} some ranks would find no file, which is how SGLang fails at TP 16)"),
+    ]
+    return [what for ok, what in parts if not ok]
+
+
+def check_tensor_parallel(config: Grok2Config, tp_size: int, slices: int) -> None:
+    """Refuse a split that cannot be exact, naming the constraint; `slices` is how many TP-00N files the release has."""
+    fitting = [n for n in range(1, slices + 1) if slices % n == 0 and not _unsplittable(config, n, slices)]
+    fix = (f"use a size that fits every part of this checkpoint: {', '.join(map(str, fitting))}; or re-slice the files "
+           f"with helpers.grok2.save_in_released_layout(model, folder, tp_size=N).") if fitting else (
+        "pull the expert slice files again (git lfs pull --include 'pytorch_model-0000[678]-TP-*', lesson 01).")
+    if not isinstance(tp_size, int) or isinstance(tp_size, bool) or tp_size < 1:
+        raise TensorParallelError(f"The tensor-parallel size must be a whole number >= 1, not {tp_size!r}.", fix)
+    problems = _unsplittable(config, tp_size, slices)
+    if problems:
+        raise TensorParallelError(f"Tensor parallelism {tp_size} cannot split {problems[0]}.", fix)
+
+
+@dataclass(frozen=True)
+class RankShard:
+    """What rank `rank` of `tp_size` owns. Ranges are [start, stop) in the full model's numbering."""
+
+    tp_size: int
+    rank: int
+    q_heads: tuple[int, int]
+    kv_heads: tuple[int, int]
+    o_columns: tuple[int, int]  # o_proj's input columns (row-parallel): heads * head_dim / N of them
+    mlp_rows: tuple[int, int]  # rows of gate_proj/up_proj = columns of down_proj
+    vocab_rows: tuple[int, int]  # rows of embed_tokens and lm_head
+    slice_files: tuple[int, ...]  # the TP-00N files whose expert slices this rank concatenates
+    slices: int  # how many TP-00N files the release has (8 for xai-org/grok-2)
+    naive: bool = False  # True: only TP-{rank}, as a loader globbing "*-TP-{rank:03d}" finds (wrong when N < slices)
+
+
+def _heads_of(rank: int, tp_size: int, heads: int) -> tuple[int, int]:
+    if tp_size <= heads:
+        per = heads // tp_size
+        return rank * per, (rank + 1) * per
+    shared_by = tp_size // heads  # more ranks than heads: `shared_by` ranks compute the same head
+    return rank // shared_by, rank // shared_by + 1
+
+
+def rank_shard(config: Grok2Config, tp_size: int, rank: int, slices: int, naive: bool = False) -> RankShard:
+    check_tensor_parallel(config, tp_size, slices)
+    if not 0 <= rank < tp_size:
+        raise ValueError(f"rank {rank} is outside 0..{tp_size - 1}")
+    columns = config.num_attention_heads * config.head_dim // tp_size
+    mlp = config.intermediate_size // tp_size
+    vocab = config.vocab_size // tp_size
+    per_rank = slices // tp_size
+    files = (rank,) if naive else tuple(range(rank * per_rank, (rank + 1) * per_rank))
+    return RankShard(tp_size, rank, _heads_of(rank, tp_size, config.num_attention_heads),
+                     _heads_of(rank, tp_size, config.num_key_value_heads), (rank * columns, (rank + 1) * columns),
+                     (rank * mlp, (rank + 1) * mlp), (rank * vocab, (rank + 1) * vocab), files, slices, naive)
+
+
+# ------------------------------------------------------------------------------------------------ the files
+
+
+def slice_count(folder: str | Path) -> int:
+    """How many TP-00N files the release cut the experts into (8 for xai-org/grok-2), from the file names only."""
+    ranks = {int(m.group(2)) for p in Path(folder).glob("pytorch_model-*-TP-*.safetensors")
+             if (m := SHARD_NAME.match(p.name)) and m.group(2) != "common"}
+    if not ranks:
+        raise MissingShardError(f"{folder} holds no expert slice files (pytorch_model-00006-TP-000.safetensors ...).",
+                                "point at a folder in the released layout (helpers.grok2.save_in_released_layout "
+                                "writes one), with its weights pulled (git lfs pull).")
+    return max(ranks) + 1
+
+
+def rank_files(folder: str | Path, shard: RankShard) -> list[Path]:
+    """The files this rank opens: every TP-common file and its own slice files. Each must exist (checked by name)."""
+    folder = Path(folder)
+    names = [f"pytorch_model-{n:05d}-TP-common.safetensors" for n in RELEASED_FILE_CONTENTS if n not in TENSOR_PARALLEL_FILES]
+    names += [f"pytorch_model-{n:05d}-TP-{s:03d}.safetensors" for n in TENSOR_PARALLEL_FILES for s in shard.slice_files]
+    for name in names:
+        if not (folder / name).is_file():
+            raise MissingShardError(f"{folder / name} is missing: rank {shard.rank} of tensor parallelism "
+                                    f"{shard.tp_size} must read it.",
+                                    f"pull it again in that folder: git lfs pull --include '{name}' (lesson 01).")
+    return [folder / name for name in names]
+
+
+class RankReader:
+    """Opens only the files it is given and records, per file, the tensor bytes it read (safetensors maps the file
+    and copies only the requested rows or columns; each file's small JSON header is read too and not counted)."""
+
+    def __init__(self, files: list[Path]):
+        self._handles = {path.name: safe_open(path, framework="pt") for path in files}
+        self._where: dict[str, list[str]] = {}
+        for file, handle in self._handles.items():
+            for name in handle.keys():
+                self._where.setdefault(name, []).append(file)
+        self.bytes_read: dict[str, int] = {file: 0 for file in self._handles}
+
+    def _take(self, file: str, name: str, dim: int | None, start: int | None, stop: int | None) -> torch.Tensor:
+        piece = self._handles[file].get_slice(name)
+        if dim is None:
+            tensor = piece[:]
+        elif dim == 0:
+            tensor = piece[start:stop]
+        else:
+            tensor = piece[:, start:stop]
+        self.bytes_read[file] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def read(self, name: str, dim: int | None = None, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """A tensor from the one file that holds it, whole or only rows/columns `span` along `dim`."""
+        (file,) = self._where[name]
+        return self._take(file, name, dim, *(span or (None, None)))
+
+    def read_slices(self, name: str, dim: int) -> torch.Tensor:
+        """An expert weight from this rank's slice files, concatenated in file order along `dim`."""
+        return torch.cat([self._take(file, name, None, None, None) for file in sorted(self._where[name])], dim=dim)
+
+    def close(self) -> None:
+        self._handles.clear()
+
+
+__all__ = ["TensorParallelError", "MissingShardError", "check_tensor_parallel", "RankShard", "rank_shard",
+           "slice_count", "rank_files", "RankReader"]
