@@ -19,6 +19,8 @@ import torch
 
 import helpers
 from helpers import download
+from helpers.download import pulling
+from helpers.download.processes import STOP_GRACE_S
 from helpers.download import (
     LFSPointer,
     classify_failure,
@@ -425,12 +427,231 @@ def test_cli_verify(clone, capsys):
     assert "1/1 files verified" in capsys.readouterr().out
 
 
+# Python as on a machine without torch: `helpers` then imports none of it (and starts in a fraction of a second).
+WITHOUT_TORCH = (
+    "import sys, importlib.util, runpy; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+    "real = importlib.util.find_spec\n"
+    "importlib.util.find_spec = lambda name, *a: None if name in ('torch', 'transformers') else real(name, *a)\n"
+)
+# `python -m helpers.download ARGS...`, exactly, on such a machine.
+CLI_WITHOUT_TORCH = [sys.executable, "-c", WITHOUT_TORCH + "runpy.run_module('helpers.download', run_name='__main__')"]
+
+
 def test_download_module_needs_no_torch():
-    script = (
-        "import sys, importlib.util; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-        "real = importlib.util.find_spec\n"
-        "importlib.util.find_spec = lambda name, *a: None if name in ('torch', 'transformers') else real(name, *a)\n"
-        "import helpers.download, helpers.local_hub; print('ok')"
-    )
+    script = WITHOUT_TORCH + "import helpers.download, helpers.local_hub, helpers.network; print('ok')"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=os.environ)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_cli_help_lists_the_commands():
+    result = subprocess.run([*CLI_WITHOUT_TORCH, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "pull" in result.stdout and "verify" in result.stdout, result.stderr
+
+
+# ------------------------------------------------------------------------------ kills, locks and leftovers (#18)
+
+
+def _processes_in(folder) -> list[str]:
+    """'pid name' of every process whose working directory is `folder` or below (git, git-lfs, transfer agents)."""
+    folder = os.path.realpath(folder)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/comm") as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue
+        if cwd == folder or cwd.startswith(folder + os.sep):
+            found.append(f"{entry} {name}")
+    return found
+
+
+def _wait_until_gone(folder, seconds=20.0) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := _processes_in(folder)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/cwd"), reason="finding processes by folder needs Linux's /proc")
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_cli_pull_leaves_no_git_running_and_a_rerun_finishes(clone, how):
+    """`python -m helpers.download pull`, killed mid-download: SIGTERM runs the clean-up path; SIGKILL runs nothing in
+    the killed process, and the watchdog ends git, git-lfs and the transfer agent. The re-run is not refused."""
+    manifest = lfs_manifest(clone)
+    simulate_link(clone, bytes_per_second=100_000)  # ~2.7 MB: about 27 s, so the kill lands mid-transfer
+    cli = subprocess.Popen([*CLI_WITHOUT_TORCH, "pull", str(clone)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(local_progress(clone, manifest=manifest).values()) == 0:
+            assert cli.poll() is None and time.monotonic() < deadline, cli.stderr.read() if cli.poll() else "no start"
+            time.sleep(0.05)
+        assert any(" git" in p for p in _processes_in(clone)), "git lfs pull is not running"
+    finally:
+        cli.send_signal(how)
+        _, stderr = cli.communicate(timeout=60)
+    assert cli.returncode == (130 if how == signal.SIGTERM else -signal.SIGKILL)
+    if how == signal.SIGTERM:
+        assert "kept" in stderr and "Stopped (stopped by SIGTERM)" in stderr
+    # Gone within the watchdog's grace, long before the download could have finished on its own.
+    assert _wait_until_gone(clone, STOP_GRACE_S + 3) == [], "processes left downloading after the pull was killed"
+    simulate_link(clone)
+    report = pull(clone, progress=False)  # not refused: no index.lock of a running git, no pull lock held
+    assert report.ok and report.downloaded_bytes == report.total_bytes - report.kept_bytes
+    assert 0 < report.kept_bytes < report.total_bytes  # what arrived before the kill was kept
+
+
+def test_commands_are_ended_on_every_way_out(tmp_path):
+    """A timeout or an exception in the caller ends the whole group, grandchildren included."""
+    from helpers.download import processes
+
+    script = tmp_path / "spawn.sh"
+    script.write_text("sleep 300 &\nsleep 300\n")  # a child and a grandchild
+    with pytest.raises(subprocess.TimeoutExpired):
+        processes.run(["sh", str(script)], cwd=tmp_path, timeout=0.5)
+    assert _wait_until_gone(tmp_path, 5) == []
+    process = processes.start(["sh", str(script)], cwd=tmp_path, watched=True)
+    try:
+        time.sleep(0.3)
+        assert len(_processes_in(tmp_path)) >= 3  # the watchdog, sh, two sleeps
+        raise RuntimeError("the caller fails")
+    except RuntimeError:
+        processes.stop(process, grace_s=2)
+    assert _wait_until_gone(tmp_path, 5) == []
+
+
+def _hold_in_another_process(call: str) -> subprocess.Popen:
+    """A Python process (no torch) that runs `call` (taking a lock), says "held", and sleeps until killed."""
+    holder = subprocess.Popen([sys.executable, "-c", WITHOUT_TORCH + "from helpers.download import locks\n"
+                               f"{call}\nprint('held', flush=True)\nimport time; time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_lesson_01_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, capsys):
+    from helpers.download import claim_folder, locks
+
+    folder = tmp_path / "lesson01"
+    holder = _hold_in_another_process(f"locks.claim_folder({str(folder)!r}, 'lesson 01')\n"
+                                      f"open({str(folder / 'clone.txt')!r}, 'w').write('in use')")
+    try:
+        with pytest.raises(CourseError, match="another lesson 01 is running in this workspace") as error:
+            claim_folder(folder, "lesson 01")
+        assert f"pid {holder.pid}" in str(error.value) and "GROK2_COURSE_WORKSPACE" in error.value.fix
+        assert (folder / "clone.txt").read_text() == "in use"  # the refused copy deleted nothing
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    capsys.readouterr()
+    try:
+        assert claim_folder(folder, "lesson 01") == folder and not any(folder.iterdir())
+        said = capsys.readouterr().out
+        assert "Took over the lock of lesson 01" in said and f"pid {holder.pid}" in said and "no longer running" in said
+        assert claim_folder(folder, "lesson 01") == folder  # the same kernel running the lesson again: fine
+        assert capsys.readouterr().out == ""
+    finally:
+        locks.release(tmp_path / ".lesson01.lock")
+        locks.release(tmp_path / ".lesson01.lock")
+
+
+def test_a_second_pull_of_the_same_clone_is_refused_with_the_first_ones_pid(clone):
+    lock = git_dir(clone) / pulling.LOCK_FILE
+    holder = _hold_in_another_process(f"locks.acquire({str(lock)!r}, 'a pull', 'busy', 'wait')")
+    try:
+        with pytest.raises(CourseError, match="another pull is running in") as error:
+            pull(clone, progress=False)
+        assert f"pid {holder.pid}" in str(error.value)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert pull(clone, include=["tokenizer*"], progress=False).ok
+
+
+# ------------------------------------------------------------------------------ the verified cache (#18 item 14)
+
+
+def test_a_bit_flip_that_keeps_the_mtime_is_caught_by_pull(clone):
+    assert pull(clone, progress=False).ok
+    again = pull(clone, progress=False)
+    assert all(f.from_cache for f in again.files) and "hashed before and unchanged since" in again.summary()
+    shard = clone / SHARDS[1]
+    before = shard.stat()
+    with open(shard, "r+b") as handle:  # one bit, in place: same size, same inode
+        handle.seek(before.st_size // 2)
+        byte = handle.read(1)[0]
+        handle.seek(before.st_size // 2)
+        handle.write(bytes([byte ^ 0x01]))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the modification time put back
+    after = shard.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert [s.path for s in verify(clone) if not s.ok] == [SHARDS[1]]
+    report = pull(clone, progress=False)
+    assert report.ok and report.downloaded_bytes == 0  # caught, and checked out again from .git/lfs/objects
+    assert not {f.path: f for f in report.files}[SHARDS[1]].from_cache
+    assert all(s.ok for s in verify(clone))
+    rehashed = pull(clone, progress=False, rehash=True)
+    assert rehashed.ok and not any(f.from_cache for f in rehashed.files) and "every byte hashed now" in rehashed.summary()
+
+
+def test_the_cache_never_records_a_file_that_changed_while_it_was_hashed(tmp_path, monkeypatch):
+    from helpers.download import integrity
+
+    data = b"weights" * 1000
+    (tmp_path / "w.bin").write_bytes(data)
+    pointer = LFSPointer(oid=integrity.sha256_of(tmp_path / "w.bin"), size=len(data))
+    real = integrity.sha256_of
+
+    def hash_then_touch(path, *args):
+        digest = real(path, *args)
+        os.utime(path, ns=(1, 1))  # the file moved under the hash
+        return digest
+
+    monkeypatch.setattr(integrity, "sha256_of", hash_then_touch)
+    cache = download.VerifiedCache(tmp_path / "cache.json")
+    assert download.file_state(tmp_path, "w.bin", pointer, cache=cache).ok and cache.entries == {}
+
+
+# --------------------------------------------------------------------- not a clone, no folder (#18 item 16)
+
+
+def test_pull_and_verify_name_a_folder_that_is_not_a_clone(tmp_path, capsys):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(CourseError, match="is not a git clone") as error:
+        pull(plain, progress=False)
+    assert "clone_without_weights" in error.value.fix
+    outer = tmp_path / "outer"
+    (outer / "inner").mkdir(parents=True)
+    subprocess.run(["git", "init", "--quiet", str(outer)], check=True, timeout=60)
+    with pytest.raises(CourseError, match="inside the git repository"):
+        verify(outer / "inner")
+    missing = tmp_path / "missing"
+    manifest = {"a.bin": LFSPointer(oid="0" * 64, size=3)}
+    for call in (lambda: verify(missing), lambda: pull(missing, progress=False), lambda: lfs_manifest(missing),
+                 lambda: verify(missing, manifest=manifest), lambda: local_progress(missing, manifest=manifest),
+                 lambda: download.current_revision(missing)):
+        with pytest.raises(CourseError, match="does not exist"):
+            call()
+    assert download.main(["pull", str(missing)]) == 2 and "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ damaged weights and load_model (#18 item 15)
+
+
+def test_load_model_verify_catches_a_bit_flip_among_the_tensor_bytes(clone):
+    assert pull(clone, progress=False).ok
+    shard = clone / SHARDS[0]
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0x01  # tensor bytes: the header is intact, so only the sha256 can see it
+    shard.write_bytes(bytes(data))
+    assert download.safetensors_problem(shard) is None
+    with pytest.raises(CourseError, match="checksum mismatch") as error:
+        helpers.load_model(clone, verbose=False, verify=True)
+    assert SHARDS[0] in str(error.value) and "download.pull" in error.value.fix
+    assert pull(clone, progress=False).ok
+    helpers.load_model(clone, verbose=False, verify="full")  # repaired: every byte hashed, all match
