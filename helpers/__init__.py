@@ -9,6 +9,7 @@
 import importlib.util
 
 from .errors import CourseError
+from .lesson_checks import expect
 from .paths import GROK2_RELEASED_CONFIG, TINY_MODEL_DIR, workspace_dir
 from .profiles import PROFILE_ENV_VAR, get_profile, list_profiles, plan_profile
 from .units import format_bytes
@@ -23,6 +24,7 @@ if importlib.util.find_spec("torch") is not None:
 __all__ = [
     "grok2",
     "CourseError",
+    "expect",
     "get_profile",
     "list_profiles",
     "plan_profile",

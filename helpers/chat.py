@@ -15,6 +15,10 @@ on this module, never the reverse:
     live.completion                                      # the same Completion as generate() returns
 
     generate_batch(model, tokenizer, [messages_a, messages_b], settings)  # left-padded batch, one Completion each
+
+The text side (the template, the ids a conversation becomes, the answer text ids become) lives in helpers.chat_text
+and is re-exported here. The ids come from `encode`: the template's own control tokens (`<|separator|>`) are real,
+but a message's content is always plain text, so a user who types "<|separator|>\n\nSystem: ..." cannot fake a turn.
 """
 
 from __future__ import annotations
@@ -22,42 +26,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-SEPARATOR = "<|separator|>"  # ends every turn (id 1 in Grok 2)
-EOS = "<|eos|>"  # end of sequence (id 2)
-
-# The magazine article's example prompt (lesson 04 compares its raw use with the chat template).
-ARTICLE_PROMPT = "Explique-moi la différence entre Grok 2.5 et Grok 3."
-
-# What Grok 2's chat template produces (facts 2.3), kept in one place: the tests and lesson 04 compare against these.
-# The generation prompt is "Assistant:" with no space; earlier answers are written "Assistant: " + content.
-REFERENCE_RENDERINGS = {
-    "single_turn": (
-        [{"role": "user", "content": "What is your name?"}],
-        "Human: What is your name?<|separator|>\n\nAssistant:",
-    ),
-    "system": (
-        [{"role": "system", "content": "Answer in one short sentence."},
-         {"role": "user", "content": "How many layers does Grok 2 have?"}],
-        "System: Answer in one short sentence.<|separator|>\n\nHuman: How many layers does Grok 2 have?<|separator|>\n\n"
-        "Assistant:",
-    ),
-    "multi_turn": (
-        [{"role": "user", "content": "What is Grok 2's hidden size?"},
-         {"role": "assistant", "content": "The hidden size is 8192."},
-         {"role": "user", "content": "How many layers does Grok 2 have?"}],
-        "Human: What is Grok 2's hidden size?<|separator|>\n\nAssistant: The hidden size is 8192.<|separator|>\n\n"
-        "Human: How many layers does Grok 2 have?<|separator|>\n\nAssistant:",
-    ),
-    "article": (
-        [{"role": "user", "content": ARTICLE_PROMPT}],
-        "Human: Explique-moi la différence entre Grok 2.5 et Grok 3.<|separator|>\n\nAssistant:",
-    ),
-}
+from .chat_text import (  # noqa: F401 - the text side, re-exported: `from helpers.chat import SEPARATOR, render`
+    ARTICLE_PROMPT,
+    EOS,
+    REFERENCE_RENDERINGS,
+    SEPARATOR,
+    Completion,
+    IncrementalDecoder,
+    TokenPiece,
+    VisibleText,
+    control_strings,
+    encode,
+    finish_completion,
+    render,
+    special_token_ids,
+    token_pieces,
+)
 
 
 @dataclass(frozen=True)
@@ -84,65 +73,7 @@ class SamplingSettings:
         return kwargs
 
 
-@dataclass
-class Completion:
-    """One answer and its accounting (what an OpenAI-compatible server puts in `choices[0]` and `usage`)."""
-
-    text: str  # the reply, without stop strings, stop ids or padding
-    finish_reason: str  # "stop" (a stop string or stop id, or stopped early) or "length" (max_new_tokens reached)
-    prompt_tokens: int
-    completion_tokens: int  # generated tokens, the final stop id included
-    seconds: float = 0.0  # wall time of the generation (a whole batch for generate_batch)
-    first_token_seconds: float | None = None  # time to first token (streams only)
-    token_ids: list[int] = field(default_factory=list)
-    interrupted: bool = False  # ended by stop() / a stop event, not by the model
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
-
-    @property
-    def message(self) -> dict:
-        """The reply as the next message of the conversation."""
-        return {"role": "assistant", "content": self.text}
-
-
-# ------------------------------------------------------------------------------------------------------- prompts
-
-
-def render(tokenizer, conversation: list[dict] | str, add_generation_prompt: bool = True) -> str:
-    """The exact text the model receives. A string is taken as a raw prompt (no template)."""
-    if isinstance(conversation, str):
-        return conversation
-    return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
-def special_token_ids(tokenizer) -> set[int]:
-    """Ids of the tokenizer's special tokens (<|pad|>, <|separator|>, <|eos|>, ... for Grok 2)."""
-    ids = set(tokenizer.all_special_ids)
-    ids.update(i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special)
-    return ids
-
-
-@dataclass(frozen=True)
-class TokenPiece:
-    id: int
-    text: str
-    special: bool
-
-
-def token_pieces(tokenizer, text: str) -> list[TokenPiece]:
-    """`text` as the model sees it: one entry per token, with its id and whether it is a special token.
-
-    No special tokens are added (Grok 2 has no BOS): the ids are exactly what `generate` receives."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    special = special_token_ids(tokenizer)
-    return [TokenPiece(i, tokenizer.decode([i]), i in special) for i in ids]
+# ------------------------------------------------------------------------------------------------------- stop ids
 
 
 def stop_token_ids(model, tokenizer, settings: SamplingSettings | None = None) -> list[int]:
@@ -158,34 +89,6 @@ def stop_token_ids(model, tokenizer, settings: SamplingSettings | None = None) -
             ids.append(token_id)
     return ids
 
-
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    positions = [text.find(s) for s in stops if s and s in text]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
-
-
-def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest end of `text` that is the beginning of a stop string."""
-    return max((k for s in stops if s for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-
-
-def _clean(text: str, tokenizer) -> str:
-    if tokenizer.pad_token:
-        text = text.replace(tokenizer.pad_token, "")
-    return text
-
-
-def _template_space(text: str, conversation) -> int:
-    """1 if `text` starts with the space that belongs to the template, else 0.
-
-    The generation prompt ends with "Assistant:" and no space, so the model's first token carries one (" 8"); the
-    template writes earlier answers as "Assistant: " + content. Dropping that one space makes a reply, sent back as
-    the next message, render exactly as the model saw answers in training."""
-    return 1 if not isinstance(conversation, str) and text.startswith(" ") else 0
-
-
 class _StopOnEvent(StoppingCriteria):
     """Lets another thread end a generation early (the chat widget's Stop button, a client that hung up)."""
 
@@ -196,11 +99,14 @@ class _StopOnEvent(StoppingCriteria):
         stop = any(event.is_set() for event in self.events)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
-
-def _inputs(tokenizer, prompts: list[str], device):
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    return {k: v.to(device) for k, v in batch.items()}
-
+def _inputs(tokenizer, conversations: list, device):
+    """`encode`d conversations as one left-padded batch (every prompt ends at the same position)."""
+    rows = [encode(tokenizer, c) for c in conversations]
+    width = max(len(row) for row in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 # --------------------------------------------------------------------------------------------------- generation
 
@@ -223,36 +129,19 @@ def generate_batch(model, tokenizer, conversations: list, settings: SamplingSett
                    stop_event: threading.Event | None = None) -> list[Completion]:
     """Several conversations in one batch (left-padded, so every prompt ends at the same position): one Completion
     each, identical to one-by-one greedy generation. Setting `stop_event` from another thread ends the batch early."""
-    prompts = [render(tokenizer, c) for c in conversations]
-    inputs = _inputs(tokenizer, prompts, model.device)
+    inputs = _inputs(tokenizer, conversations, model.device)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     started = time.perf_counter()
     output = model.generate(**inputs, **_generation_arguments(model, tokenizer, settings, stop_event))
     seconds = time.perf_counter() - started
     width = inputs["input_ids"].shape[1]
-    stops = set(stop_token_ids(model, tokenizer, settings))
-    pad = tokenizer.pad_token_id
+    stops = stop_token_ids(model, tokenizer, settings)
     interrupted = stop_event is not None and stop_event.is_set()
-    results = []
-    for conversation, row, prompt_mask in zip(conversations, output, inputs["attention_mask"]):
-        new = row[width:].tolist()
-        kept = []
-        for token in new:  # up to and including the first stop id; what follows is batch padding
-            kept.append(token)
-            if token in stops:
-                break
-        if pad is not None and pad not in stops:  # a row ended by a stop string is padded while the others go on
-            while kept and kept[-1] == pad:
-                kept.pop()
-        ended_on_id = bool(kept) and kept[-1] in stops
-        raw = tokenizer.decode(kept[:-1] if ended_on_id else kept, skip_special_tokens=False)
-        text, stopped = _cut_at_stop(_clean(raw, tokenizer), settings.stop)
-        text = text[_template_space(text, conversation):]
-        finish = "stop" if stopped or ended_on_id or interrupted else "length"
-        results.append(Completion(text, finish, int(prompt_mask.sum()), len(kept), seconds, token_ids=kept,
-                                  interrupted=interrupted and not (stopped or ended_on_id)))
-    return results
+    return [finish_completion(tokenizer, conversation, row[width:].tolist(), settings.stop, stops,
+                              int(prompt_mask.sum()),
+                              seconds, interrupted)
+            for conversation, row, prompt_mask in zip(conversations, output, inputs["attention_mask"])]
 
 
 def generate(model, tokenizer, conversation, settings: SamplingSettings = SamplingSettings()) -> Completion:
@@ -266,22 +155,18 @@ class _TokenStreamer(TextIteratorStreamer):
 
     def __init__(self, tokenizer, hidden_ids, timeout: float):
         super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=False)
-        self.hidden = set(hidden_ids)
+        self.decoder = IncrementalDecoder(tokenizer, hidden_ids)
 
     def put(self, value):
         if self.skip_prompt and self.next_tokens_are_prompt:
             self.next_tokens_are_prompt = False
             return
-        self.token_cache.extend(i for i in value.reshape(-1).tolist() if i not in self.hidden)
-        text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
-            return
-        printable = text[self.print_len :]
-        if text.endswith("\n"):  # start afresh, so decoding stays short on long answers
-            self.token_cache, self.print_len = [], 0
-        else:
-            self.print_len = len(text)
-        self.on_finalized_text(printable)
+        piece = self.decoder.add(value.reshape(-1).tolist())
+        if piece is not None:
+            self.on_finalized_text(piece)
+
+    def end(self):
+        self.on_finalized_text(self.decoder.flush(), stream_end=True)
 
 
 class Stream:
@@ -310,7 +195,7 @@ class Stream:
 
     def _run(self):
         try:
-            inputs = _inputs(self.tokenizer, [self.prompt], self.model.device)
+            inputs = _inputs(self.tokenizer, [self.conversation], self.model.device)
             self._prompt_tokens = int(inputs["input_ids"].shape[1])
             if self.settings.seed is not None:
                 torch.manual_seed(self.settings.seed)
@@ -337,10 +222,9 @@ class Stream:
     def __iter__(self) -> Iterator[str]:
         if self._thread.ident is not None:
             raise RuntimeError("A Stream can be read only once; call stream(...) again for a new answer.")
-        stops = self.settings.stop
         started = time.perf_counter()
         first = None
-        text, sent, stopped, offset = "", 0, False, 0
+        visible = VisibleText(self.tokenizer, self.conversation, self.settings.stop)
         self._thread.start()
         try:
             for piece in self._streamer:
@@ -348,31 +232,25 @@ class Stream:
                     continue
                 if first is None:
                     first = time.perf_counter() - started
-                text += piece
-                visible, stopped = _cut_at_stop(_clean(text, self.tokenizer), stops)
-                offset = _template_space(visible, self.conversation)
-                # Hold back a tail that might be the start of a stop string ("<|sep" of "<|separator|>").
-                ready = len(visible) if stopped else len(visible) - _partial_stop(visible, stops)
-                start = max(sent, offset)
-                if ready > start:
-                    yield visible[start:ready]
-                    sent = ready
-                if stopped:
+                ready = visible.add(piece)
+                if ready:
+                    yield ready
+                if visible.stopped:
                     break
         finally:
-            if stopped or self._thread.is_alive():
+            if visible.stopped or self._thread.is_alive():
                 self._halt.set()  # the reader has what it wants, or went away: end the generation
             self._thread.join()
         if self._error is not None:
             raise self._error
-        visible, stopped = _cut_at_stop(_clean(text, self.tokenizer), stops)
-        offset = _template_space(visible, self.conversation)
-        if len(visible) > max(sent, offset):
-            yield visible[max(sent, offset):]
+        rest = visible.rest()
+        if rest:
+            yield rest
+        stopped = visible.stopped
         new = self._output[0, self._prompt_tokens :].tolist()
         ended_on_id = bool(new) and new[-1] in set(stop_token_ids(self.model, self.tokenizer, self.settings))
         finish = "stop" if stopped or ended_on_id or len(new) < self.settings.max_new_tokens else "length"
-        self.completion = Completion(visible[offset:], finish, self._prompt_tokens, len(new),
+        self.completion = Completion(visible.text, finish, self._prompt_tokens, len(new),
                                      time.perf_counter() - started, first, new,
                                      interrupted=self._external_stop() and not (stopped or ended_on_id))
 
@@ -419,7 +297,7 @@ def next_token_distribution(model, tokenizer, conversation, settings: SamplingSe
         TopPLogitsWarper,
     )
 
-    inputs = _inputs(tokenizer, [render(tokenizer, conversation)], model.device)
+    inputs = _inputs(tokenizer, [conversation], model.device)
     logits = model(**inputs).logits[:, -1].float()
     steps = []
     if settings.repetition_penalty != 1.0:

@@ -8,8 +8,10 @@ What it decides for you, and prints so you can see it:
   how much is needed, how much there is, and what would fit;
 * safety: safetensors only, `trust_remote_code=False`.
 
-It also catches the classic failures early: an LFS pointer file where weights should be, a folder with no config, an
-unknown or unreachable hub id while offline.
+It also catches the classic failures early: an LFS pointer file where weights should be, a truncated or damaged
+safetensors file (named, with the fix), a folder with no config, an unknown hub id; and without a network it says so in
+one line, within seconds (`helpers.network`), instead of retrying the hub for half a minute. `load_model(folder,
+verify=True)` checks every LFS file of a clone against its sha256 first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig
 
 from . import grok2  # noqa: F401  (registers Grok 2 with the Auto classes)
@@ -26,12 +29,14 @@ from .grok2.checkpoint import is_released_layout, load_released_checkpoint
 from .grok2.tokenization_grok2 import tokenizer_from_tok_json
 from .errors import CourseError
 from .memory import MemoryPlan, plan_memory
+from .network import hub_offline_reason, say_once
 from .units import GB, format_bytes
 from .paths import GROK2_RELEASED_CONFIG
 from .profiles import get_profile
 from .quantization import QUANTIZATION_PRECISION, quantization_config
 
 RELEASED_GROK2_ID = "xai-org/grok-2"
+RELEASED_TENSOR_PARALLELISM = 8  # the released files are pre-sharded for 8 ranks (SGLang --tp 8; lessons 01 and 06)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Room kept free on each GPU for activations and the KV cache of a few thousand tokens.
 GPU_HEADROOM_FRACTION = 0.10
@@ -111,15 +116,20 @@ def load_config(source: str) -> PreTrainedConfig:
             "Check the path (relative paths start from the notebook's folder), or pass a hub id like "
             "'ibm-granite/granite-3.1-3b-a800m-instruct'.",
         )
-    try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    offline = hub_offline_reason()
+    try:  # offline: the local hub cache only (a model downloaded before still works), no retries
+        return AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=offline is not None)
     except (OSError, ValueError) as error:
         if source == RELEASED_GROK2_ID:
             # Planning needs only the config, and the course ships the released one: plan without the network.
+            why = f"offline: {offline}" if offline else f"the hub did not answer: {str(error).splitlines()[0][:120]}"
+            say_once(f"{source}: using the course's copy of its config.json ({GROK2_RELEASED_CONFIG.name} in data/; "
+                     f"{why}).")
             return AutoConfig.from_pretrained(GROK2_RELEASED_CONFIG)
         raise CourseError(
-            f"Could not read the config of {source!r} from the Hugging Face hub ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}).",
+            f"Could not read the config of {source!r} from the Hugging Face hub ("
+            + (f"offline: {offline}; not in the local cache either" if offline else
+               f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") + ").",
             "Check the id (it is case-sensitive) on huggingface.co; connect to the internet (and unset "
             "HF_HUB_OFFLINE); for a gated model accept its licence on its hub page and run `hf auth login`; "
             "or use the offline profile: GROK2_COURSE_PROFILE=tiny.",
@@ -146,6 +156,11 @@ def _precision_name(dtype: torch.dtype, quantization: str | None) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+def is_released_grok2(name: str) -> bool:
+    """xai-org/grok-2 itself, or a folder holding its released (pre-sharded, TP-*) files."""
+    return name == RELEASED_GROK2_ID or (is_local(name) and is_released_layout(Path(name).expanduser()))
+
+
 def what_would_fit(plan: MemoryPlan, budget_bytes: float) -> str:
     """A sentence for the error message: the cheapest precision that fits, else how many 80 GB GPUs it takes."""
     options = (("bf16", 'dtype="bfloat16"'), ("int8", 'quantization="int8"'), ("nf4", 'quantization="nf4"'))
@@ -154,10 +169,17 @@ def what_would_fit(plan: MemoryPlan, budget_bytes: float) -> str:
             return f"It would fit here in {precision} ({format_bytes(plan.weight_bytes(precision))}): pass {argument}"
     gpus = plan.gpus_needed(80 * GB, "bf16")
     gpus_fp8 = plan.gpus_needed(80 * GB, "fp8")
+    smaller = "or use a smaller profile: GROK2_COURSE_PROFILE=small (one T4) or tiny (any CPU)"
+    if is_released_grok2(plan.model_name):
+        tp = RELEASED_TENSOR_PARALLELISM
+        return (f"Even 4-bit needs {format_bytes(plan.weight_bytes('nf4'))}. By memory alone the weights fill about "
+                f"{gpus} x 80 GB GPUs in bf16 ({gpus_fp8} in FP8), but the released files are pre-sharded for tensor "
+                f"parallelism {tp}: the official way is SGLang on {tp} GPUs of more than 40 GB each, in FP8 "
+                f"(--tp {tp}, lesson 06); {smaller}")
     return (
         f"Even 4-bit needs {format_bytes(plan.weight_bytes('nf4'))}. It needs about {gpus} x 80 GB GPUs in bf16 or "
         f"{gpus_fp8} in FP8 (served with SGLang/vLLM at tensor parallelism {plan.tensor_parallel_size(gpus_fp8)}+); "
-        "or use a smaller profile: GROK2_COURSE_PROFILE=small (one T4) or tiny (any CPU)"
+        f"{smaller}"
     )
 
 
@@ -233,15 +255,23 @@ def load_model(
     max_memory: dict | None = None,
     verbose: bool = True,
     plan: LoadPlan | None = None,
+    verify: bool | str = False,
     **from_pretrained_kwargs,
 ):
     """Load a causal LM (the profile's by default) in eval mode, placed and typed for this machine.
 
-    `plan`: a LoadPlan from `plan_load` (the other arguments are then ignored): load exactly what it decided."""
+    `plan`: a LoadPlan from `plan_load` (the other arguments are then ignored): load exactly what it decided.
+    `verify`: for a git clone, check every LFS file against its pointer's sha256 first. True skips files that `pull`
+    (or an earlier check) hashed and that are unchanged since (same size, times and inode); "full" hashes every byte.
+    Whatever `verify` says, a local folder's safetensors files are checked for truncation and damaged headers."""
     placement = plan or plan_load(
         name_or_path, profile=profile, dtype=dtype, quantization=quantization, device_map=device_map, max_memory=max_memory
     )
     source = placement.source
+    if verify:
+        check_checksums(Path(source).expanduser(), rehash=verify == "full")  # refuses what is not a clone
+    if is_local(source):
+        check_weight_files(Path(source).expanduser())
     if verbose:
         print(
             f"Loading {source}: {str(placement.dtype).removeprefix('torch.')}"
@@ -249,7 +279,10 @@ def load_model(
             f"{format_bytes(placement.weight_bytes)} of weights, {placement.reason}."
         )
     if is_local(source) and is_released_layout(source):
-        return _load_released_layout(Path(source).expanduser(), placement)
+        try:
+            return _load_released_layout(Path(source).expanduser(), placement)
+        except SafetensorError as error:
+            raise _damaged(source, Path(source).expanduser(), str(error)) from error
     kwargs = dict(
         dtype=placement.dtype,
         trust_remote_code=False,
@@ -260,9 +293,13 @@ def load_model(
         kwargs["device_map"] = placement.device_map
     if placement.max_memory is not None:
         kwargs["max_memory"] = placement.max_memory
+    if not is_local(source) and hub_offline_reason() is not None:
+        kwargs["local_files_only"] = True  # offline: the local hub cache, at once, instead of minutes of retries
     kwargs.update(from_pretrained_kwargs)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except SafetensorError as error:  # a file the header check passed, or one in the hub cache
+        raise _damaged(source, Path(source).expanduser() if is_local(source) else None, str(error)) from error
     except OSError as error:
         raise CourseError(
             f"Could not load the weights of {source!r} ({str(error).splitlines()[0][:300]}).",
@@ -270,6 +307,46 @@ def load_model(
             "(lesson 01) and pass the local folder.",
         ) from error
     return model.eval()
+
+
+# ----------------------------------------------------------------------------------------- damaged weight files
+
+
+def _damaged(where: str | Path, folder: Path | None, what: str) -> CourseError:
+    """The error for a damaged weight file (`where`: the file, else the folder or hub id): what is wrong, and how to get
+    good bytes again."""
+    if folder is not None and (folder / ".git").exists():
+        fix = (f"see every damaged file with `download.verify({str(folder)!r})` (or `python -m helpers.download verify "
+               f"{folder}`), then fetch them again with `download.pull({str(folder)!r})` (lesson 01): complete files "
+               "are kept, damaged ones are checked out or downloaded again")
+    else:
+        fix = ("download that file again (`hf download <repo> <file> --local-dir <folder>` resumes and replaces it); "
+               "to check a whole `hf download` folder: `download.verify(folder, manifest=download.hub_manifest(repo_id))`")
+    return CourseError(f"{where} is damaged: {what}.", fix)
+
+
+def check_weight_files(folder: Path) -> None:
+    """Refuse a folder whose safetensors files are truncated or have damaged headers (reads the headers only)."""
+    from .download import safetensors_problem
+
+    for file in sorted(folder.glob("*.safetensors")):
+        problem = safetensors_problem(file)
+        if problem:
+            raise _damaged(file, folder, problem)
+
+
+def check_checksums(folder: Path, rehash: bool = False) -> None:
+    """Every LFS file of the clone `folder` against its pointer's sha256 (`load_model(verify=...)`)."""
+    from .download import verified_cache, verify
+
+    if not (folder / ".git").exists():
+        raise CourseError(f"verify=True needs a git clone, whose pointers hold each file's sha256; {folder} is not one.",
+                          "for files fetched with `hf download`, check them with `download.verify(folder, "
+                          "manifest=download.hub_manifest(repo_id))`; or load without verify=True")
+    cache = None if rehash else verified_cache(folder)
+    bad = [state for state in verify(folder, cache=cache) if not state.ok]
+    if bad:
+        raise _damaged(folder / bad[0].path, folder, "; ".join(state.describe() for state in bad))
 
 
 def _load_released_layout(folder: Path, placement: LoadPlan):
@@ -299,11 +376,14 @@ def load_tokenizer(name_or_path: str | Path | None = None, *, profile: str | Non
     if is_local(source) and (folder / "tokenizer.tok.json").exists() and not (folder / "tokenizer.json").exists():
         # The hub's Grok 2 ships only the tiktoken file: convert it (same ids as tiktoken, Grok 2's chat template).
         return tokenizer_from_tok_json(folder / "tokenizer.tok.json")
+    offline = not is_local(source) and hub_offline_reason() is not None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except (OSError, ValueError) as error:
         raise CourseError(
-            f"Could not load the tokenizer {source!r} ({str(error).splitlines()[0][:200]}).",
+            f"Could not load the tokenizer {source!r} ("
+            + (f"offline: {hub_offline_reason()}; not in the local cache either" if offline else
+               str(error).splitlines()[0][:200]) + ").",
             "Check the id or folder; offline, use GROK2_COURSE_PROFILE=tiny or a downloaded folder.",
         ) from error
     # Decoder-only models continue from the last position: pad on the left so every prompt ends at the same place.

@@ -132,6 +132,13 @@ class MemoryPlan:
         needed = self.weight_bytes(precision) + self.kv_cache_bytes(context_tokens, batch)
         return max(1, math.ceil(needed / (gpu_memory_bytes * usable_fraction)))
 
+    def margin_bytes(self, gpu_memory_bytes: float, gpus: int, precision: str = "bf16", context_tokens: int = 8192,
+                     batch: int = 1, usable_fraction: float = 0.9) -> float:
+        """What `gpus` GPUs have left by the rule of `gpus_needed` (negative: what they lack): >= 0 exactly when
+        `gpus_needed(...) <= gpus`. One plan, one margin: the lessons print this rather than a second rule."""
+        needed = self.weight_bytes(precision) + self.kv_cache_bytes(context_tokens, batch)
+        return gpus * gpu_memory_bytes * usable_fraction - needed
+
     def tensor_parallel_size(self, gpus: int) -> int:
         """The smallest power of two >= `gpus` (what tensor-parallel engines accept for a model like this)."""
         return 1 << max(0, (gpus - 1).bit_length())

@@ -40,6 +40,18 @@ class LessonSizes:
     grad_accum_steps: int
     lora_rank: int
     load_test_requests: int  # requests in the deployment load test
+    lora_dropout: float = 0.05  # LoRA dropout: 0.05-0.1 regularises real data; the toy run underfits, so 0 there
+    learning_rate: float = 2e-4  # peak LoRA learning rate: 1e-4 to 2e-4 for real models (more wrecks what they know)
+    cpu_rehearsal: bool = False  # lesson 05 runs `accelerate launch` with 2 CPU processes (a model small enough)
+
+
+@dataclass(frozen=True)
+class FinetuneCheck:
+    """What lesson 05 asserts after training, on a profile where the course measured the outcome (the tiny one)."""
+
+    base_f1_below: float  # the base model lacks the skill: its held-out answer F1 is under this
+    f1_gain_at_least: float  # held-out answer F1 after minus before
+    answer_loss_ratio_at_most: float  # held-out answer loss after / before
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,7 @@ class Profile:
     sizes: LessonSizes
     planning_config: str  # a local config.json with the model's shape: memory plans work offline
     notes: tuple[str, ...] = field(default_factory=tuple)
+    finetune_check: FinetuneCheck | None = None  # None: lesson 05 shows the outcome without asserting it
 
 
 PROFILES: dict[str, Profile] = {
@@ -74,7 +87,11 @@ PROFILES: dict[str, Profile] = {
             grad_accum_steps=1,
             lora_rank=16,
             load_test_requests=16,
+            lora_dropout=0.0,
+            learning_rate=1e-2,  # fresh adapters on a toy model: 200 steps from nothing to French answers
+            cpu_rehearsal=True,
         ),
+        finetune_check=FinetuneCheck(base_f1_below=0.2, f1_gain_at_least=0.2, answer_loss_ratio_at_most=0.5),
         notes=(
             "Grok 2's exact architecture (sandwich norms, softcaps, 8 experts top-2 + dense MLP) at toy size.",
             "Trained for about a minute on the course's own Q&A text: it answers course questions, nothing more.",

@@ -150,10 +150,10 @@ def count_active_experts(model: nn.Module, run, tokens_per_step: int | None = No
     Hooks every Grok 2 router (`route`); the batch's tokens together pick these experts in each step. With
     `tokens_per_step` (the batch size, when decoding), only passes over that many tokens count: the prompt's pass,
     which routes every prompt token at once, does not."""
-    from .grok2.modeling_grok2 import Grok2SparseMoeBlock
+    from .grok2 import grouped_experts
 
     counts: list[int] = []
-    blocks = [m for m in model.modules() if isinstance(m, Grok2SparseMoeBlock)]
+    blocks = grouped_experts.moe_blocks(model)  # plain or grouped, every block routes through `route`
     originals = {block: block.route for block in blocks}
 
     def recording(block):

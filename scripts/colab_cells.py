@@ -1,28 +1,32 @@
-"""Writes the Colab parts of the course from pyproject.toml: colab/requirements.txt, and at the top of every lesson an
-"Open in Colab" badge and the Colab setup cell. Idempotent: a second run changes nothing.
+"""Writes the Colab parts of the course from pyproject.toml: colab/requirements.txt, and at the top of every lesson and
+solution notebook an "Open in Colab" badge and the Colab setup cell. Idempotent: a second run changes nothing.
 
-    python scripts/colab_cells.py            write them (only files whose content changes are rewritten)
+    python scripts/colab_cells.py            write them (only notebooks whose parts change are rewritten)
     python scripts/colab_cells.py --check    change nothing; exit 1 and name each file that is out of date
 
 Everything comes from pyproject.toml, the single source of truth:
 - the repository's address: `[project.urls] Repository` (a github.com address). Moving the course is a one-line edit
   there, then this script;
-- the release the Colab cell installs: the git tag `v<[project] version>`. Tag each release so: `git tag v0.1.0`;
+- the release the Colab cell installs: the git tag `v<[project] version>`. Tag each release so: `git tag v0.1.0`. The
+  tag must hold scripts/colab_setup.py: the cell downloads that file as it is at the tag;
 - the packages and their versions: `[project] dependencies`, pinned exactly, less the ones Colab keeps (below).
 
 What the badge and the cell are:
-- the badge is the first line of each lesson's first (markdown) cell and opens
+- the badge is the first line of each notebook's first (markdown) cell and opens
   colab.research.google.com/github/<owner>/<repo>/blob/main/notebooks/<file>.ipynb;
-- the cell is each lesson's first code cell (cell id `colab-setup`). Outside Colab it prints one line and does nothing
-  else. On Colab it clones the course at the release tag into /content, installs colab/requirements.txt and the
-  course itself (`--no-deps`, so pyproject's torch and Jupyter pins are not applied there), asks for a restart when a
-  package already imported in the session changed version, turns on Colab's widget manager (for the lessons'
-  ipywidgets), and sets GROK2_COURSE_PROFILE (unless already set) to
-  `small` when a GPU with enough memory for it is present (a free T4 has 15 GB), `tiny` otherwise.
+- the cell is each notebook's first code cell (cell id `colab-setup`), a few lines. Outside Colab it prints one line
+  and does nothing else. On Colab it downloads scripts/colab_setup.py at the release tag and runs it: that script
+  clones the release, installs colab/requirements.txt and the course, makes `import helpers` work in the running
+  kernel, keeps the learner's work in /content/grok2-workspace (outside the course folder: a new release never
+  touches it), and picks the profile (its docstring has the details). The cell passes it the address, the tag and
+  the GPU memory the `small` profile needs (from helpers.environment, so the threshold has one home).
+
+Notebooks are changed through scripts/notebook_files.py: one locked, atomic read-modify-write each, so the script can
+run while someone edits the rest of a notebook.
 
 Why Colab keeps its own torch: Colab's torch is a CUDA build matched to its GPU driver and preinstalled. The course's
 pin names the same release series the lessons are tested with, but installing it on Colab means downloading the CUDA
-wheel and its nvidia-* libraries (several GB, minutes, on every new session) to replace a working build; the cell
+wheel and its nvidia-* libraries (several GB, minutes, on every new session) to replace a working build; the setup
 prints Colab's torch version next to the pin so a mismatch is visible. jupyterlab and ipykernel are Colab's own too:
 Colab runs its own front end, and replacing its kernel package can break the runtime.
 """
@@ -34,19 +38,21 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_DIR = ROOT / "notebooks"
+import notebook_files
+
+ROOT = notebook_files.ROOT
+NOTEBOOK_DIR = notebook_files.NOTEBOOK_DIR
 REQUIREMENTS = ROOT / "colab" / "requirements.txt"
 CELL_ID = "colab-setup"
-LESSON_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\((?P<url>[^)]*)\)$")
 GITHUB = re.compile(r"^https://github\.com/(?P<owner>[A-Za-z0-9_.\-]+)/(?P<repo>[A-Za-z0-9_.\-]+?)(?:\.git)?/?$")
-COLAB_INSTALL_DIR = "/content"  # where Colab keeps a notebook's files
+COLAB_ROOT = "/content"  # where Colab keeps a session's files (scripts/colab_setup.py's COLAB_ROOT)
+SETUP_SCRIPT = "scripts/colab_setup.py"
 
 # Packages Colab provides itself, each with the reason (also printed into colab/requirements.txt).
 COLAB_KEEPS = {
-    "torch": "Colab's preinstalled CUDA build, matched to its GPU driver (the cell prints it next to the pin)",
+    "torch": "Colab's preinstalled CUDA build, matched to its GPU driver (the setup prints it next to the pin)",
     "jupyterlab": "Colab has its own notebook front end",
     "ipykernel": "Colab's kernel; replacing it can break the runtime",
 }
@@ -119,111 +125,97 @@ def small_profile_min_gpu_gb() -> int:
     return PROFILE_NEEDS["small"][1] // GB
 
 
+def raw_url(path: str) -> str:
+    """The file at the release tag, as GitHub serves it raw."""
+    _, owner, repo = repository()
+    return f"https://raw.githubusercontent.com/{owner}/{repo}/{release_tag()}/{path}"
+
+
 def cell_source() -> str:
-    url, _, repo = repository()
-    torch_pin = runtime_pins()["torch"]
-    min_gb = small_profile_min_gpu_gb()
-    min_mib = -(-min_gb * 1000**3 // 2**20)  # rounded up
+    url, _, _ = repository()
+    tag = release_tag()
     return f'''\
-# Colab setup. On Google Colab: installs the course at its release {release_tag()} and picks a profile. Anywhere else it
-# does nothing. Generated by scripts/colab_cells.py, the same in every lesson: edit the script, not this cell.
-import os
+# Colab setup, the same in every notebook (written by scripts/colab_cells.py: edit that, not this cell).
+# On Google Colab it runs {SETUP_SCRIPT} of release {tag} (its docstring says what it does); elsewhere nothing.
 import sys
 
-if "google.colab" not in sys.modules:
-    print("Not on Colab: nothing to install (this is the course's own environment).")
+if "google.colab" in sys.modules:
+    import runpy, urllib.request
+    COURSE, RELEASE = "{url}", "{tag}"
+    url = "{raw_url(SETUP_SCRIPT)}"
+    setup = runpy.run_path(urllib.request.urlretrieve(url, f"{COLAB_ROOT}/colab_setup-{{RELEASE}}.py")[0])["setup"]
+    setup(COURSE, RELEASE, small_gpu_mib={small_profile_min_gpu_mib()})
 else:
-    import importlib
-    import importlib.metadata
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    REPOSITORY, RELEASE = "{url}", "{release_tag()}"
-    COURSE = Path("{COLAB_INSTALL_DIR}/{repo}")
-    stamp = COURSE / ".colab-installed"
-    if not stamp.is_file() or stamp.read_text() != RELEASE:
-        shutil.rmtree(COURSE, ignore_errors=True)
-        clone = ["git", "clone", "--quiet", "--depth", "1", "--branch", RELEASE, REPOSITORY, str(COURSE)]
-        if subprocess.run(clone).returncode:
-            raise SystemExit(f"Could not clone {{REPOSITORY}} at {{RELEASE}} (see above): check the address and the tag.")
-        # Every package at the course's pin, except torch, jupyterlab and ipykernel: Colab keeps its own (see the file).
-        requirements = COURSE / "colab" / "requirements.txt"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-r", str(requirements)], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(COURSE)], check=True)
-        stamp.write_text(RELEASE)
-        importlib.invalidate_caches()
-        pins = dict(line.split("==") for line in requirements.read_text().splitlines() if line[:1].isalnum())
-        stale = [name for name, version in pins.items() if getattr(sys.modules.get(name.replace("-", "_")),
-                 "__version__", version) != version]
-        if stale:
-            raise SystemExit(f"Installed. {{', '.join(stale)}} changed while already imported: Runtime > Restart "
-                             "session, then run this notebook again from the top.")
-    if str(COURSE) not in sys.path:
-        sys.path.insert(0, str(COURSE))  # the editable install's path file is read only when Python starts
-    os.chdir(COURSE / "notebooks")
-    from google.colab import output  # the lessons' ipywidgets (chat, playgrounds) need Colab's widget manager
-    output.enable_custom_widget_manager()
-    try:  # the largest GPU's memory in MiB, without importing torch
-        query = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
-        gpu_mib = max(int(x) for x in subprocess.run(query, capture_output=True, text=True).stdout.split())
-    except (OSError, ValueError):  # no nvidia-smi, or no GPU
-        gpu_mib = 0
-    # small needs a GPU with {min_gb} GB = {min_mib} MiB (a free T4 has 15360 MiB); a profile already chosen is kept.
-    os.environ.setdefault("GROK2_COURSE_PROFILE", "small" if gpu_mib >= {min_mib} else "tiny")
-    print(f"Colab: course {{RELEASE}} in {{COURSE}}; GPU memory {{gpu_mib}} MiB; profile "
-          f"{{os.environ['GROK2_COURSE_PROFILE']}}; torch {{importlib.metadata.version('torch')}} (Colab's; the "
-          "course pins {torch_pin})")
-'''
+    print("Not on Colab: nothing to install (this is the course's own environment).")'''
 
 
-def is_lesson(path: Path) -> bool:
-    return path.parent == NOTEBOOK_DIR and bool(LESSON_NAME.match(path.name))
+def small_profile_min_gpu_mib() -> int:
+    """The GPU memory the `small` profile needs, in MiB (nvidia-smi's unit), rounded up."""
+    return -(-small_profile_min_gpu_gb() * 1000**3 // 2**20)
+
+
+def notebooks() -> list[Path]:
+    """Every lesson and every solution notebook: each opens on Colab from its badge."""
+    return notebook_files.lessons(NOTEBOOK_DIR) + notebook_files.solutions(NOTEBOOK_DIR)
 
 
 def lessons() -> list[Path]:
-    return sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if is_lesson(p))
+    return notebook_files.lessons(NOTEBOOK_DIR)
 
 
-def setup_cell_index(notebook) -> int | None:
+def setup_cell_index(notebook: dict) -> int | None:
     """The Colab setup cell: the one with its id, else a first code cell that already deals with Colab."""
-    for index, cell in enumerate(notebook.cells):
+    cells = notebook["cells"]
+    for index, cell in enumerate(cells):
         if cell.get("id") == CELL_ID:
             return index
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type == "code":
-            return index if "google.colab" in cell.source else None
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] == "code":
+            return index if "google.colab" in notebook_files.source(cell) else None
     return None
 
 
-def apply(notebook, path: Path):
-    """Put the badge and the setup cell into a lesson (an nbformat v4 notebook), in place; returns it."""
-    from nbformat.v4 import new_code_cell
+def code_cell(text: str, cell_id: str) -> dict:
+    cell = {"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": {}, "outputs": [], "source": []}
+    notebook_files.set_source(cell, text)
+    return cell
 
-    first = notebook.cells[0]
-    if first.cell_type != "markdown":
-        raise SystemExit(f"{path.name}: the first cell must be markdown (the lesson's title and goals)")
-    lines = first.source.split("\n")
+
+def problems(notebook: dict, path: Path) -> list[str]:
+    """What differs from the generated parts (empty when the notebook is up to date)."""
+    found = []
+    cells = notebook["cells"]
+    if not cells or cells[0]["cell_type"] != "markdown":
+        return ["the first cell must be markdown (the title)"]
+    if notebook_files.source(cells[0]).split("\n")[0] != badge(path):
+        found.append("the first line of the first cell is not the generated badge")
+    setup = [i for i, cell in enumerate(cells) if cell.get("id") == CELL_ID]
+    first_code = next((i for i, cell in enumerate(cells) if cell["cell_type"] == "code"), None)
+    if len(setup) != 1:
+        found.append(f"{len(setup)} cells with the id {CELL_ID!r}, expected 1")
+    elif setup[0] != first_code:
+        found.append("the Colab setup cell is not the first code cell")
+    elif notebook_files.source(cells[setup[0]]) != cell_source():
+        found.append("the Colab setup cell differs from the generated one")
+    return found
+
+
+def apply(notebook: dict, path: Path) -> dict:
+    """Put the badge and the setup cell into a notebook (its JSON as a dict), in place; returns it."""
+    cells = notebook["cells"]
+    first = cells[0]
+    if first["cell_type"] != "markdown":
+        raise SystemExit(f"{path.name}: the first cell must be markdown (the title)")
+    lines = notebook_files.source(first).split("\n")
     if lines and BADGE.match(lines[0]):
         lines = lines[2:] if len(lines) > 1 and not lines[1].strip() else lines[1:]
-    first.source = "\n".join([badge(path), ""] + lines)
+    notebook_files.set_source(first, "\n".join([badge(path), ""] + lines))
     index = setup_cell_index(notebook)
-    cell = new_code_cell(cell_source())
-    cell.id = CELL_ID
     if index is None:
-        notebook.cells.insert(1, cell)
-    else:
-        notebook.cells[index] = cell
+        cells.insert(1, code_cell(cell_source(), CELL_ID))
+    elif notebook_files.source(cells[index]) != cell_source() or cells[index].get("id") != CELL_ID:
+        cells[index] = code_cell(cell_source(), CELL_ID)
     return notebook
-
-
-def render(path: Path) -> tuple[str, str]:
-    """(current text, text with the Colab parts) of a lesson: read, changed, written back as nbformat writes it."""
-    import nbformat
-
-    current = path.read_text(encoding="utf-8")
-    notebook = nbformat.reads(current, as_version=nbformat.NO_CONVERT)
-    return current, nbformat.writes(apply(notebook, path)) + "\n"
 
 
 def main(argv=None) -> int:
@@ -231,21 +223,21 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; fail if a file is out of date")
     args = parser.parse_args(argv)
     stale = []
-    targets = [(REQUIREMENTS, REQUIREMENTS.read_text(encoding="utf-8") if REQUIREMENTS.is_file() else "",
-                requirements_text())]
-    for path in lessons():
-        # Read, change and write each notebook at once: others may be editing the rest of it.
-        current, wanted = render(path)
-        if current != wanted:
-            stale.append(path)
-            if not args.check:
-                path.write_text(wanted, encoding="utf-8")
-    path, current, wanted = targets[0]
-    if current != wanted:
-        stale.append(path)
+    for path in notebooks():
+        if args.check:
+            if problems(notebook_files.read(path), path):
+                stale.append(path)
+            continue
+        with notebook_files.edit(path) as notebook:  # locked: others may be editing the rest of it
+            if problems(notebook, path):
+                apply(notebook, path)
+                stale.append(path)
+    current = REQUIREMENTS.read_text(encoding="utf-8") if REQUIREMENTS.is_file() else ""
+    if current != requirements_text():
+        stale.append(REQUIREMENTS)
         if not args.check:
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(wanted, encoding="utf-8")
+            REQUIREMENTS.parent.mkdir(exist_ok=True)
+            REQUIREMENTS.write_text(requirements_text(), encoding="utf-8")
     for path in stale:
         print(("out of date: " if args.check else "rewrote: ") + str(path.relative_to(ROOT)))
     if not stale:

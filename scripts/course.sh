@@ -177,11 +177,29 @@ run_lab() {
     exec "$BIN/jupyter" lab ${open[@]+"${open[@]}"} ${extra[@]+"${extra[@]}"} "$@"
 }
 
+ensure_engines() {
+    # tests/test_engines.py reads the pinned SGLang / vLLM wheels and llama.cpp's source (registries, tokenizers,
+    # options); tests/test_gguf*.py run llama.cpp's llama-quantize and llama-server, built from that source. All of it
+    # lives in a cache outside the clone (~/.cache/grok2-course), so only the first run on a machine pays (downloads
+    # from PyPI, and a CPU-only build whose measured time is printed before it starts).
+    say "Engine releases and llama.cpp's llama-server (python -m helpers.engine_sources; cached outside the clone)"
+    local start=$SECONDS
+    if "$PY" -m helpers.engine_sources prepare; then
+        export GROK2_COURSE_REQUIRE_ENGINES=1  # provided: from here on, a test that misses them fails, not skips
+        echo "Ready in $((SECONDS - start)) s."
+    elif [ "${GROK2_COURSE_REQUIRE_ENGINES:-}" = "1" ]; then
+        die "The engine files or llama-server could not be prepared (the message above says why), and this run requires them."
+    else
+        echo "WARNING: continuing without them: the engine and llama.cpp tests are skipped (the message above says why)." >&2
+    fi
+}
+
 run_tests() {
     setup
     ensure_git_lfs
     ensure_chromium
     cd "$ROOT"
+    ensure_engines
     # Every test and notebook runs on the tiny profile, offline: nothing touches the network.
     export GROK2_COURSE_PROFILE=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 MPLBACKEND=Agg
     if [ -z "${GROK2_COURSE_WORKSPACE:-}" ]; then

@@ -12,6 +12,13 @@ room's laptops before the workshop (it needs no network on the tiny profile).
 
 The lessons share one workspace, in order, as for a learner who goes through the course (lesson 06 serves the adapter
 lesson 05 trained). Nothing of the learner's is used: the workspace is a new folder under workspace/lesson-timings/.
+
+With --only, the lessons named are measured again and their rows replace the old ones in the existing record of
+the same label (each row keeps its own date); a record made on another machine is refused, not mixed.
+
+The lessons quote the record benchmarks/results/lesson-timings-tiny-cpu.json in their time tables: when that record
+is written, this script then runs scripts/lesson_outline.py, which rewrites each lesson's CPU row from it (no hand
+edits; tests/test_notebooks_static.py fails when a row and the record disagree).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 RESULTS = ROOT / "benchmarks" / "results"
+LESSON_RECORD = RESULTS / "lesson-timings-tiny-cpu.json"  # quoted by every lesson's time table
 
 
 def lessons(solutions: bool, only: list[str]) -> list[Path]:
@@ -102,7 +110,32 @@ def run_one(path: Path, timeout: int) -> dict:
     seconds = time.perf_counter() - start
     slowest = sorted(cells, key=lambda c: -c[1])[:3]
     return {"notebook": path.relative_to(ROOT).as_posix(), "seconds": round(seconds, 1), "code_cells": len(cells),
-            "slowest_cells": [{"cell": i, "seconds": round(s, 1)} for i, s in slowest], "error": error}
+            "slowest_cells": [{"cell": i, "seconds": round(s, 1)} for i, s in slowest], "error": error,
+            "date": now()}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def same_machine(a: dict, b: dict) -> bool:
+    return all(a.get(key) == b.get(key) for key in ("cpu", "cores", "gpu", "gpu_count"))
+
+
+def merge(previous: dict | None, record: dict, order: list[str]) -> dict:
+    """The new runs in place of the same notebooks' old ones, the other old runs kept, in course order."""
+    if previous is None:
+        return record
+    if not same_machine(previous["machine"], record["machine"]):
+        raise SystemExit(f"The record {record['label']} was measured on another machine ({previous['machine']['cpu']}, "
+                         f"{previous['machine']['cores']} cores): measure every lesson here (no --only), or pick "
+                         "another --label.")
+    runs = {run["notebook"]: dict(run, date=run.get("date", previous["date"])) for run in previous["runs"]}
+    runs.update({run["notebook"]: run for run in record["runs"]})
+    rank = {name: i for i, name in enumerate(order)}
+    merged = dict(record, runs=sorted(runs.values(), key=lambda r: (rank.get(r["notebook"], len(rank)), r["notebook"])))
+    merged["command"] = f"{previous['command']}; then {record['command']}"
+    return merged
 
 
 def markdown(record: dict) -> str:
@@ -116,11 +149,15 @@ def markdown(record: dict) -> str:
              + f"; load average {record['load_before']} before, {record['load_after']} after",
              f"- versions: Python {m['python']}, torch {m.get('torch')}, transformers {m.get('transformers')}, "
              f"peft {m.get('peft')}, bitsandbytes {m.get('bitsandbytes')}",
-             f"- date: {record['date']}", "",
+             f"- date: {record['date']}"
+             + (" (rows measured at other dates say so)" if any(r.get("date", record["date"]) != record["date"]
+                                                               for r in record["runs"]) else ""), "",
              "| notebook | minutes | seconds | code cells | slowest cells (index: s) |", "|---|---|---|---|---|"]
     for row in record["runs"]:
         slow = ", ".join(f"{c['cell']}: {c['seconds']}" for c in row["slowest_cells"])
         status = f" **failed: {row['error']}**" if row["error"] else ""
+        if row.get("date", record["date"]) != record["date"]:
+            status += f" (measured {row['date']})"
         lines.append(f"| `{row['notebook']}`{status} | {row['seconds'] / 60:.1f} | {row['seconds']} | "
                      f"{row['code_cells']} | {slow} |")
     total = sum(r["seconds"] for r in record["runs"])
@@ -162,15 +199,30 @@ def main(argv=None) -> int:
                 best[row["notebook"]] = row
     record = {"label": label, "profile": profile, "repeats": args.repeats,
               "command": "python scripts/time_lessons.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": info,
+              "date": now(), "machine": info,
               "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
               "runs": list(best.values())}
     record["command"] = record["command"].strip()
+    target = args.out / f"lesson-timings-{label}.json"
+    if args.only:
+        previous = json.loads(target.read_text()) if target.is_file() else None
+        order = [p.relative_to(ROOT).as_posix() for p in lessons(True, [])]
+        record = merge(previous, record, order)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"lesson-timings-{label}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / f"lesson-timings-{label}.md").write_text(markdown(record))
-    print(f"wrote {args.out / f'lesson-timings-{label}.md'}")
+    write_atomically(target, json.dumps(record, indent=2) + "\n")
+    write_atomically(target.with_suffix(".md"), markdown(record))
+    print(f"wrote {target.with_suffix('.md')}")
+    if target.resolve() == LESSON_RECORD.resolve():  # the record the lessons quote: their time tables follow it
+        import lesson_outline
+
+        lesson_outline.main([])
     return 1 if any(r["error"] for r in record["runs"]) else 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,31 @@ def tokenizer():
     import helpers
 
     return helpers.load_tokenizer()
+
+
+def _provided_or_skip(found, what: str):
+    """An engine file or binary the test needs: skipped where it is not on this machine, a failure where
+    `bash scripts/course.sh test` provided it (it sets GROK2_COURSE_REQUIRE_ENGINES=1 after fetching and building)."""
+    if found is not None:
+        return found
+    fix = "`bash scripts/course.sh test` (or `python -m helpers.engine_sources prepare`) provides it"
+    if os.environ.get("GROK2_COURSE_REQUIRE_ENGINES") == "1":
+        pytest.fail(f"{what} is missing, and this run requires it: {fix}")
+    pytest.skip(f"{what} is not on this machine: {fix}")
+
+
+@pytest.fixture(scope="session")
+def engine_release():
+    """engine_release("vllm") -> the pinned release's files (helpers.engine_sources), never downloaded by a test."""
+    from helpers import engine_sources
+
+    return lambda engine: _provided_or_skip(engine_sources.release_files(engine, download=False),
+                                            f"the {engine} {engine_sources.ENGINES[engine].version} release files")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_tool():
+    """llama_cpp_tool("llama-server") -> the binary built from the pinned llama.cpp (helpers.engine_sources)."""
+    from helpers import engine_sources
+
+    return lambda name: _provided_or_skip(engine_sources.llama_cpp_binary(name), f"llama.cpp's {name}")

@@ -8,7 +8,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 TABLE = TESTS / "bad_inputs.md"
 # Raise this when you add rows; never lower it (a removed row is a bad input nobody checks any more).
-AT_LEAST = 2
+AT_LEAST = 59
 
 
 def rows() -> list[tuple[str, str, str]]:

@@ -16,12 +16,13 @@ import torch
 
 import helpers
 from helpers import exercises as E
-from helpers.exercises import lesson_02, lesson_03
+from helpers.exercises import lesson_02, lesson_03, lesson_04, lesson_05, lesson_06
 from helpers.chat import SEPARATOR, SamplingSettings, generate, render, stream
 from helpers.download import LFSPointer
 from helpers.memory import GB
 
 GROK = helpers.plan_profile("grok-2")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the tiny model generates many answers here: one thread
 
 
 def rejects(check, *args, match: str | None = None, **kwargs):
@@ -48,15 +49,27 @@ def test_every_check_reports_an_empty_slot_without_failing(key, capsys):
     check = E.CHECKS[key]
     extra = {("01", "practitioner"): ({},), ("01", "expert"): ({},), ("02", "practitioner"): (None, None, "x"),
              ("04", "starter"): (None,), ("04", "practitioner"): (None, None), ("04", "expert"): (None, None),
-             ("05", "practitioner"): (None,), ("05", "expert"): (None, None), ("06", "practitioner"): (None, None)}
+             ("05", "practitioner"): (None, None, None, None, None), ("05", "expert"): (None, None),
+             ("06", "starter"): (None, None, None), ("06", "practitioner"): (None, None)}
     result = check(None, *extra.get(key, ()))
     assert result.status == E.NOT_ATTEMPTED and not result.passed and not result.ok
     assert "not attempted yet" in capsys.readouterr().out
 
 
-def test_there_are_three_tiers_for_each_of_the_seven_lessons():
-    assert len(E.CHECKS) == 21
-    assert {lesson for lesson, _ in E.CHECKS} == {f"0{i}" for i in range(7)}
+def test_there_are_three_tiers_for_each_of_the_eight_lessons():
+    assert len(E.CHECKS) == 24
+    assert {lesson for lesson, _ in E.CHECKS} == {f"0{i}" for i in range(8)}
+
+
+def test_every_check_is_fed_a_known_wrong_answer_somewhere_in_the_tests():
+    """Each registered check (lesson 07's included) must appear in a `rejects(...)` call: a check that no test feeds a
+    wrong answer could be one that accepts anything."""
+    import re
+    from pathlib import Path
+
+    sources = "\n".join(path.read_text(encoding="utf-8") for path in Path(__file__).parent.glob("test_*.py"))
+    fed = set(re.findall(r"rejects\(\s*(?:E\.|exercises\.)?check_(\d\d)_(starter|practitioner|expert)\b", sources))
+    assert set(E.CHECKS) <= fed, f"checks never fed a wrong answer: {sorted(set(E.CHECKS) - fed)}"
 
 
 def test_a_failure_is_an_assertion_error_so_a_cell_goes_red():
@@ -72,8 +85,11 @@ def test_results_print_their_mark(capsys):
 
 
 def test_00_starter():
-    assert E.check_00_starter(GROK.gpus_needed(40 * GB, "fp8", context_tokens=32768)).passed
-    rejects(E.check_00_starter, GROK.gpus_needed(40 * GB, "bf16", context_tokens=32768), match="bf16")
+    by_hand = math.ceil((GROK.weight_bytes("fp8") + GROK.kv_cache_bytes(131072)) / (0.9 * 80 * GB))
+    assert by_hand == GROK.gpus_needed(80 * GB, "fp8", context_tokens=131072)
+    assert E.check_00_starter(by_hand).passed
+    rejects(E.check_00_starter, GROK.gpus_needed(80 * GB, "bf16", context_tokens=131072), match="bf16")
+    rejects(E.check_00_starter, math.ceil(GROK.weight_bytes("fp8") / (0.9 * 80 * GB)), match="KV cache")  # no cache
     rejects(E.check_00_starter, 1, match="too few")
     rejects(E.check_00_starter, 2.5, match="whole number")
     rejects(E.check_00_starter, "8", match="should be a number")
@@ -98,11 +114,13 @@ def test_00_expert():
 
 
 def test_01_starter():
-    hours = GROK.weight_bytes("bf16") * 8 / 250e6 / 3600
-    assert E.check_01_starter(hours).passed
-    rejects(E.check_01_starter, hours / 8, match="bits")
-    rejects(E.check_01_starter, hours * 3600, match="seconds")
-    rejects(E.check_01_starter, hours * 1.5)
+    needed = 2 * GROK.weight_bytes("bf16") * 1.05  # two copies with git-lfs, and the disk guard's 5%
+    right = min(tb for tb in (1, 2, 4) if tb * 1e12 >= needed)
+    assert E.check_01_starter(right).passed
+    rejects(E.check_01_starter, 1, match="two")  # one copy fits 1 TB; git-lfs keeps two
+    rejects(E.check_01_starter, 4, match="smaller")
+    rejects(E.check_01_starter, 3, match="choose one")
+    rejects(E.check_01_starter, "2 TB", match="should be a number")
 
 
 MANIFEST = {"config.json": LFSPointer("a" * 64, 10), "model-00001.safetensors": LFSPointer("b" * 64, 300),
@@ -180,10 +198,16 @@ def test_02_expert():
 
 
 def test_03_starter():
-    right = GROK.gpus_needed(80 * GB, "nf4", context_tokens=131072)
-    assert E.check_03_starter(right).passed
-    rejects(E.check_03_starter, right + 5, match="too many")
-    rejects(E.check_03_starter, 0)
+    usable, cache = 4 * 0.9 * 80 * GB, GROK.kv_cache_bytes(131072)
+    right = [p for p in ("bf16", "fp8", "int8", "nf4") if GROK.weight_bytes(p) + cache <= usable]
+    assert right == ["nf4"]
+    assert E.check_03_starter(right).passed and E.check_03_starter(("NF4",)).passed
+    weights_only = [p for p in ("bf16", "fp8", "int8", "nf4") if GROK.weight_bytes(p) <= usable]
+    rejects(E.check_03_starter, weights_only, match="KV cache")
+    rejects(E.check_03_starter, ["bf16", "nf4"], match="bf16 does not fit")
+    rejects(E.check_03_starter, [], match="nf4 fits")
+    rejects(E.check_03_starter, ["nf8"], match="unknown")
+    rejects(E.check_03_starter, "nf4", match="list")
 
 
 def test_03_practitioner():
@@ -243,9 +267,22 @@ def test_04_starter(tiny):
 
 def test_04_practitioner(tiny):
     model, tokenizer = tiny
+    assert lesson_04.own_name(model, tokenizer)[0] == "Grok"
     assert E.check_04_practitioner(SamplingSettings(stop=(SEPARATOR, " 2,")), model, tokenizer).passed
     rejects(E.check_04_practitioner, SamplingSettings(), model, tokenizer, match="end right after")
+    rejects(E.check_04_practitioner, SamplingSettings(stop=(SEPARATOR, "Grok")), model, tokenizer, match="'Grok'")
+    rejects(E.check_04_practitioner, SamplingSettings(max_new_tokens=1), model, tokenizer)
     rejects(E.check_04_practitioner, {"stop": " 2,"}, model, tokenizer, match="SamplingSettings")
+
+
+def test_04_practitioner_finds_the_name_of_a_model_that_is_not_grok(tiny, monkeypatch):
+    model, tokenizer = tiny
+    monkeypatch.setattr(lesson_04, "own_name", lambda m, t: ("Granite", "I am Granite, an AI model from IBM."))
+    monkeypatch.setattr("helpers.chat.generate", lambda *a, **k: SimpleNamespace(text="I am Granite",
+                                                                                  finish_reason="stop"))
+    assert E.check_04_practitioner(SamplingSettings(stop=(",",)), model, tokenizer).passed
+    monkeypatch.setattr(lesson_04, "own_name", lambda m, t: (None, "Hello! How can I help?"))
+    assert E.check_04_practitioner(SamplingSettings(), model, tokenizer).status == E.SKIPPED
 
 
 def test_04_expert(tiny):
@@ -289,9 +326,31 @@ def test_05_starter():
     rejects(E.check_05_starter, 8 * (8192 + 8192))
 
 
-def test_05_practitioner():
-    assert E.check_05_practitioner("Grok 2 a 64 couches.", "Grok 2.5 a 64 couches.").passed
-    rejects(E.check_05_practitioner, "same", "same", match="identical")
+@pytest.fixture(scope="module")
+def tuned():
+    """A stand-in for the fine-tuned model: the tiny model with its last layer moved, so that it answers otherwise."""
+    torch.manual_seed(0)
+    other = helpers.load_model(verbose=False)
+    with torch.no_grad():
+        for param in other.model.layers[-1].parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    return other
+
+
+def test_05_practitioner(tiny, tuned):
+    base, tokenizer = tiny
+    question = [{"role": "user", "content": "Combien de couches a Grok 2.5 ?"}]
+    before, after = lesson_05._greedy(base, tokenizer, question), lesson_05._greedy(tuned, tokenizer, question)
+    assert before != after
+    assert E.check_05_practitioner(before, after, tuned, base, tokenizer, question).passed
+    assert E.check_05_practitioner(before, after[:12], tuned, base, tokenizer, question).passed  # a shorter run
+    rejects(E.check_05_practitioner, "Grok 2 a 64 couches.", "Grok 2.5 a 64 couches.", tuned, base, tokenizer,
+            question, match="not the merged model's")  # any two different strings no longer pass
+    rejects(E.check_05_practitioner, after, before, tuned, base, tokenizer, question, match="swapped")
+    rejects(E.check_05_practitioner, before, before, tuned, base, tokenizer, question, match="base model's answer")
+    rejects(E.check_05_practitioner, before, after, tuned, tuned, tokenizer, question, match="merged model itself")
+    rejects(E.check_05_practitioner, before, after, tuned, base, tokenizer, "Combien ?", match="list of messages")
+    rejects(E.check_05_practitioner, before, after, match="pass the models")
     rejects(E.check_05_practitioner, "before", "   ", match="empty")
     rejects(E.check_05_practitioner, "before", SimpleNamespace(text="after"), match="str")
 
@@ -331,12 +390,26 @@ def reply(finish="stop", prompt_tokens=25, content="Grok 2 has 64 layers."):
                            usage=SimpleNamespace(prompt_tokens=prompt_tokens, completion_tokens=7))
 
 
+def counted(messages):
+    """FakeServer's token count of a request: a word a token, plus 3 per message for the template."""
+    return sum(len(m["content"].split()) + 3 for m in messages)
+
+
 def test_06_starter():
-    assert E.check_06_starter(reply()).passed
-    rejects(E.check_06_starter, reply(finish="length"), match="cut")
-    rejects(E.check_06_starter, reply(prompt_tokens=8), match="system message")
-    rejects(E.check_06_starter, reply(content=""), match="no text")
-    rejects(E.check_06_starter, "Grok 2 has 64 layers.", match="ChatCompletion")
+    client, messages = FakeServer(1000), [dict(m) for m in lesson_06.STARTER_06]
+    right = reply(prompt_tokens=counted(messages))
+    assert E.check_06_starter(right, messages, client, "tiny").passed
+    rejects(E.check_06_starter, reply(finish="length"), messages, client, "tiny", match="cut")
+    rejects(E.check_06_starter, reply(content=""), messages, client, "tiny", match="no text")
+    rejects(E.check_06_starter, "Grok 2 has 64 layers.", messages, client, "tiny", match="ChatCompletion")
+    rejects(E.check_06_starter, right, messages[1:], client, "tiny", match="no system message")
+    brief = [{"role": "system", "content": "Be brief."}, messages[1]]
+    rejects(E.check_06_starter, reply(prompt_tokens=counted(brief)), brief, client, "tiny", match="system prompt is")
+    rejects(E.check_06_starter, right, messages[::-1], client, "tiny", match="then the user's question")
+    # the right messages shown, but the reply came from the question alone
+    rejects(E.check_06_starter, reply(prompt_tokens=counted(messages[1:])), messages, client, "tiny",
+            match="without the system prompt")
+    rejects(E.check_06_starter, right, None, client, "tiny", match="pass the messages")
 
 
 class FakeServer:
@@ -350,7 +423,7 @@ class FakeServer:
         if max_tokens > self.limit:
             response = httpx.Response(400, request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"))
             raise openai.BadRequestError(f"max_tokens must be at most {self.limit}", response=response, body=None)
-        return reply()
+        return reply(prompt_tokens=counted(messages))
 
 
 def test_06_practitioner():
@@ -360,8 +433,28 @@ def test_06_practitioner():
     rejects(E.check_06_practitioner, 999, client, "tiny", match="not the largest")
 
 
+def summary(concurrency, tokens_per_s, requests=8, stream=False, errors=0):
+    """What serve.load_test(...).summary() returns, for a measured throughput."""
+    wall = 10.0
+    return {"concurrency": concurrency, "requests": requests, "stream": stream, "errors": errors,
+            "tokens_per_s": tokens_per_s, "completion_tokens": round(tokens_per_s * wall), "wall_s": wall}
+
+
 def test_06_expert():
-    assert E.check_06_expert({1: 50.0, 2: 90.0, 4: 120.0, 8: 125.0}).passed
-    rejects(E.check_06_expert, {1: 50.0, 8: 125.0}, match="1, 2, 4 and 8")
-    rejects(E.check_06_expert, {1: 50.0, 2: 0.0, 4: 120.0, 8: 125.0}, match="positive")
-    rejects(E.check_06_expert, [50, 90, 120, 125], match="dict")
+    measured = {1: 50.0, 2: 90.0, 4: 120.0, 8: 125.0}  # x1.8, x1.33, x1.04: doubling stops paying after 4
+    curve = {c: summary(c, t) for c, t in measured.items()}
+    assert lesson_06.stops_paying(measured) == 4
+    assert E.check_06_expert(curve, 4).passed
+    assert E.check_06_expert(curve).status == E.NOT_ATTEMPTED  # measured, but no decision yet
+    rejects(E.check_06_expert, curve, 8, match="x1.04")  # the wrong decision for this curve
+    rejects(E.check_06_expert, curve, 2, match="x1.33")
+    rejects(E.check_06_expert, curve, 3, match="1, 2, 4 or 8")
+    rejects(E.check_06_expert, {1: 1, 2: 1, 4: 1, 8: 1}, 1, match="bare number")  # any numbers no longer pass
+    rejects(E.check_06_expert, {c: summary(c, t) for c, t in {1: 50.0, 8: 125.0}.items()}, 4, match="1, 2, 4 and 8")
+    rejects(E.check_06_expert, {**curve, 2: summary(4, 90.0)}, 4, match="concurrency 4")
+    rejects(E.check_06_expert, {**curve, 2: summary(2, 90.0, stream=True)}, 4, match="stream=True")
+    rejects(E.check_06_expert, {**curve, 2: summary(2, 90.0, errors=2)}, 4, match="failed request")
+    rejects(E.check_06_expert, {**curve, 2: {**summary(2, 90.0), "tokens_per_s": 900.0}}, 4, match="not completion_tokens")
+    rejects(E.check_06_expert, [50, 90, 120, 125], 4, match="dict")
+    flat = {c: summary(c, 100.0) for c in (1, 2, 4, 8)}
+    assert E.check_06_expert(flat, 1).passed  # nothing gained from the first doubling on

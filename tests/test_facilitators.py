@@ -7,6 +7,8 @@ import json
 import re
 import subprocess
 
+import pytest
+
 from helpers.paths import REPO_ROOT
 
 GUIDE = REPO_ROOT / "docs" / "facilitators.md"
@@ -36,7 +38,10 @@ def test_every_lesson_has_a_timing_row_with_the_recorded_cpu_time():
     rows = timing_rows()
     assert sorted(rows) == LESSONS
     for stem, cells in rows.items():
-        run = by_lesson[f"notebooks/{stem}.ipynb"]
+        run = by_lesson.get(f"notebooks/{stem}.ipynb")
+        if run is None:  # a lesson newer than the record
+            assert cells[0].startswith("not measured yet"), f"{stem}: no recorded run, the guide says {cells[0]!r}"
+            continue
         assert run["error"] is None, f"the recorded run of {stem} failed"
         assert round(run["seconds"]) == seconds(cells[0]), f"{stem}: guide says {cells[0]}, recorded {run['seconds']} s"
 
@@ -46,9 +51,11 @@ def test_the_totals_are_the_recorded_sums():
     text = GUIDE.read_text(encoding="utf-8")
     lessons = sum(r["seconds"] for r in recorded["runs"] if "/solutions/" not in r["notebook"])
     solutions = sum(r["seconds"] for r in recorded["runs"] if "/solutions/" in r["notebook"])
-    assert f"| all seven lessons | {lessons / 60:.1f} min |" in text
-    assert f"| the seven solution notebooks | {solutions / 60:.1f} min |" in text
-    assert len(LESSONS) == 7
+    measured = {r["notebook"] for r in recorded["runs"]}
+    missing = [stem for stem in LESSONS if f"notebooks/{stem}.ipynb" not in measured]
+    note = f" (without {', '.join(stem[:2] for stem in missing)}: not measured yet)" if missing else ""
+    assert f"| all lessons{note} | {lessons / 60:.1f} min |" in text
+    assert f"| the solution notebooks | {solutions / 60:.1f} min |" in text
 
 
 def test_gpu_columns_say_not_measured_unless_a_record_exists():
@@ -74,3 +81,25 @@ def test_the_guide_is_linked_from_the_readme_and_its_screenshot_exists():
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert "(docs/facilitators.md)" in readme
     assert (REPO_ROOT / "docs" / "images" / "04-chat-widget-in-jupyterlab.png").stat().st_size > 10_000
+
+
+def run(notebook: str, seconds: float) -> dict:
+    return {"notebook": notebook, "seconds": seconds, "code_cells": 1, "slowest_cells": [], "error": None}
+
+
+def test_a_partial_measurement_replaces_its_rows_and_keeps_the_others(repo_script):
+    time_lessons = repo_script("time_lessons")
+    machine = {"cpu": "Xeon", "cores": 2}
+    old = {"label": "tiny-cpu", "date": "day 1", "command": "python scripts/time_lessons.py --solutions",
+           "machine": machine, "runs": [run("notebooks/00_a.ipynb", 5.0), run("notebooks/01_b.ipynb", 9.0)]}
+    new = {"label": "tiny-cpu", "date": "day 2", "command": "python scripts/time_lessons.py --only 01",
+           "machine": machine, "runs": [dict(run("notebooks/01_b.ipynb", 7.0), date="day 2")]}
+    merged = time_lessons.merge(old, new, ["notebooks/00_a.ipynb", "notebooks/01_b.ipynb"])
+    assert [(r["notebook"], r["seconds"], r["date"]) for r in merged["runs"]] == [
+        ("notebooks/00_a.ipynb", 5.0, "day 1"), ("notebooks/01_b.ipynb", 7.0, "day 2")]
+    assert "(measured day 1)" in time_lessons.markdown(dict(merged, repeats=1, profile="tiny", load_before=[0],
+                                                            load_after=[0], machine=dict(machine, memory_GB=1,
+                                                                                         python="3")))
+    elsewhere = dict(new, machine={"cpu": "another CPU", "cores": 8})
+    with pytest.raises(SystemExit, match="measured on another machine"):
+        time_lessons.merge(old, elsewhere, [])

@@ -137,3 +137,121 @@ def test_loads_the_tiny_model_for_the_profile():
     assert type(model).__name__ == "Grok2ForCausalLM" and not model.training
     assert model.dtype == torch.float32
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id == 0
+
+
+# ------------------------------------------------------------------------- damaged weight files (#18 item 15)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_a_damaged_safetensors_file_is_named_with_the_fix(tmp_path, damage):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(helpers.TINY_MODEL_DIR, folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "truncated":
+        data = data[:-4096]  # a copy or download that stopped early
+    else:
+        data[12:16] = b"\xff\xfe\x00{"  # bytes of the JSON header overwritten
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CourseError, match="is damaged") as error:  # never a raw SafetensorError
+        helpers.load_model(folder, verbose=False)
+    assert str(weights) in error.value.problem and ("truncated" if damage == "truncated" else "header") in str(error.value)
+    assert "hf download" in error.value.fix  # not a clone: the fix is to download that file again
+
+
+def test_verify_needs_a_clone(tmp_path):
+    import shutil
+
+    shutil.copytree(helpers.TINY_MODEL_DIR, tmp_path / "model")
+    with pytest.raises(CourseError, match="needs a git clone"):
+        helpers.load_model(tmp_path / "model", verbose=False, verify=True)
+    with pytest.raises(CourseError, match="needs a git clone"):  # a folder inside another repository is not one either
+        helpers.load_model(helpers.TINY_MODEL_DIR, verbose=False, verify="full")
+
+
+# --------------------------------------------------------------------- offline without being told (#18 item 18)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """A laptop on a train: HF_HUB_OFFLINE is not set, and every name lookup fails at once, as it does without a
+    network ("Name or service not known"). Nothing can reach the network while this fixture is active."""
+    import socket
+
+    import huggingface_hub.constants
+
+    from helpers import network
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    lookups = []
+
+    def no_resolver(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+    network.forget()
+    yield lookups
+    network.forget()
+
+
+def test_offline_without_being_told_is_detected_once_and_fast(no_network, capsys):
+    import time
+
+    started = time.monotonic()
+    config = load_config("xai-org/grok-2")
+    assert isinstance(config, helpers.grok2.Grok2Config) and config.num_hidden_layers == 64
+    with pytest.raises(CourseError, match="does not fit") as error:
+        helpers.load_model(profile="grok-2")
+    load_config("xai-org/grok-2")
+    assert time.monotonic() - started < 5  # was about 23 s per call: five retries of the hub
+    said = capsys.readouterr()
+    assert said.out.count("\n") == 1 and "using the course's copy" in said.out and "cannot be resolved" in said.out
+    assert "Retrying" not in said.err and "Name or service not known" not in said.err
+    assert no_network == ["huggingface.co"]  # one lookup: the verdict is kept for the process
+    # The refusal agrees with the lessons: the released files run at tensor parallelism 8 (SGLang), not "4+".
+    assert "tensor parallelism 8" in error.value.fix and "--tp 8" in error.value.fix and "4+" not in error.value.fix
+
+
+def test_an_unknown_hub_model_offline_fails_at_once_with_the_reason(no_network):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(CourseError, match="offline: huggingface.co cannot be resolved"):
+        load_config("nobody-at-all/no-such-model-xyz")
+    with pytest.raises(CourseError, match="offline"):
+        helpers.load_tokenizer("nobody-at-all/no-such-model-xyz")
+    assert time.monotonic() - started < 5
+
+
+def test_the_network_check_is_bounded_and_sees_a_reachable_hub(monkeypatch):
+    import socket
+    import threading
+    import time
+
+    from helpers import network
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as server:  # a "hub" on this machine: reachable without any network
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert network.hub_offline_reason(refresh=True) is None
+    release = threading.Event()
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: release.wait(30) and real(*a, **k))  # a resolver that hangs
+    monkeypatch.setattr(network, "HUB_CHECK_TIMEOUT_S", 0.3)
+    monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        started = time.monotonic()
+        assert "no answer from huggingface.co:443 within 0.3 s" in network.hub_offline_reason(refresh=True)
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+        network.forget()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert network.hub_offline_reason() == "HF_HUB_OFFLINE=1 is set"

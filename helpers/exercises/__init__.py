@@ -26,8 +26,9 @@ from .lesson_03 import check_03_expert, check_03_practitioner, check_03_starter
 from .lesson_04 import STARTER_04, check_04_expert, check_04_practitioner, check_04_starter
 from .lesson_05 import check_05_expert, check_05_practitioner, check_05_starter
 from .lesson_06 import check_06_expert, check_06_practitioner, check_06_starter
+from .lesson_07 import check_07_expert, check_07_practitioner, check_07_starter
 
-LESSONS = ("00", "01", "02", "03", "04", "05", "06")
+LESSONS = ("00", "01", "02", "03", "04", "05", "06", "07")
 TIERS = ("starter", "practitioner", "expert")
 CHECKS = {(lesson, tier): globals()[f"check_{lesson}_{tier}"] for lesson in LESSONS for tier in TIERS}
 

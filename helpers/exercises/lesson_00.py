@@ -1,29 +1,42 @@
 """The checks of lesson 00's three exercises:
-setup: what the planner says about Grok 2.5's GPUs, KV cache and experts."""
+setup: Grok 2.5's GPUs by hand, its KV cache against its weights, one expert from the totals."""
 
 from __future__ import annotations
+
+import math
 
 from ..units import GB
 from .checking import Result, fail, grok_config, grok_plan, not_attempted, passed, whole
 
 
-def check_00_starter(a100_fp8_32k) -> Result:
-    """A100 40 GB GPUs that hold Grok 2.5 in FP8 plus the KV cache of one 32K-token context."""
+STARTER_00 = dict(card_bytes=80 * GB, precision="fp8", context_tokens=131072)  # the question's machine and load
+
+
+def check_00_starter(h100_fp8_128k) -> Result:
+    """80 GB GPUs for Grok 2.5's FP8 weights plus the bf16 KV cache of one 131072-token context, 10% of each GPU kept
+    free: computed by hand from the plan's bytes (the check compares with the planner's `gpus_needed`)."""
     ex = "00 starter"
-    if a100_fp8_32k is None:
-        return not_attempted(ex, "Set `a100_fp8_32k` with `grok.gpus_needed(...)`: 40 GB cards, FP8, 32768 tokens.")
-    answer = whole(ex, "a100_fp8_32k", a100_fp8_32k)
+    if h100_fp8_128k is None:
+        return not_attempted(ex, "Set `h100_fp8_128k`: (grok.weight_bytes('fp8') + grok.kv_cache_bytes(131072)) / "
+                                  "(90% of 80 GB), rounded up.")
+    answer = whole(ex, "h100_fp8_128k", h100_fp8_128k)
     grok = grok_plan()
-    expected = grok.gpus_needed(40 * GB, "fp8", context_tokens=32768)
+    card, precision, tokens = STARTER_00["card_bytes"], STARTER_00["precision"], STARTER_00["context_tokens"]
+    expected = grok.gpus_needed(card, precision, context_tokens=tokens)
+    weights, cache = grok.weight_bytes(precision), grok.kv_cache_bytes(tokens)
     if answer == expected:
-        return passed(ex, f"{answer} GPUs of 40 GB: {grok.weight_bytes('fp8') / GB:.0f} GB of FP8 weights plus "
-                           f"{grok.kv_cache_bytes(32768) / GB:.1f} GB of KV cache, 90% of each card usable.")
-    if answer == grok.gpus_needed(40 * GB, "bf16", context_tokens=32768):
-        fail(ex, "that is the bf16 count; the question asks for FP8 weights (precision 'fp8').")
-    if answer == grok.gpus_needed(40 * 1024**3, "fp8", context_tokens=32768):
-        fail(ex, "close: the course counts 40 GB as 40 x 10^9 bytes (`40 * GB` with GB from helpers.units).")
-    fail(ex, f"{answer} is too {'many' if answer > expected else 'few'} GPUs. Pass the card's bytes (40 * GB), "
-              "the precision 'fp8' and context_tokens=32768 to grok.gpus_needed.")
+        return passed(ex, f"{answer} GPUs: {weights / GB:,.1f} GB of FP8 weights + {cache / GB:,.1f} GB of KV cache "
+                           f"= {(weights + cache) / GB:,.1f} GB, over {0.9 * card / GB:.0f} GB usable per GPU. "
+                           f"A tensor-parallel engine would then run {grok.tensor_parallel_size(answer)}.")
+    forgot_cache = math.ceil(weights / (0.9 * card))
+    no_headroom = math.ceil((weights + cache) / card)
+    if answer == grok.gpus_needed(card, "bf16", context_tokens=tokens):
+        fail(ex, "that is the bf16 count; the question is about FP8 weights (1 byte each).")
+    if answer in (forgot_cache, no_headroom):
+        fail(ex, f"{answer} GPUs hold the weights alone, or everything with no memory kept free: add the KV cache of "
+                  "131072 tokens (grok.kv_cache_bytes(131072)) and keep 10% of every GPU free.")
+    fail(ex, f"{answer} is too {'many' if answer > expected else 'few'}: add the FP8 weights and the KV cache, divide "
+              "by 0.9 x 80 GB (GB = 10^9 bytes) and round up.")
 
 
 def check_00_practitioner(batch_equal_to_weights) -> Result:

@@ -1,32 +1,46 @@
 """The checks of lesson 01's three exercises:
-download: download time, choosing LFS files, one tensor-parallel rank's files."""
+download: the disk a git-lfs pull needs, choosing LFS files, one tensor-parallel rank's files."""
 
 from __future__ import annotations
 
-import math
-
-from ..units import GB
+from ..units import GB, TB
 from .checking import Result, fail, grok_plan, not_attempted, number, passed
 
 
-def check_01_starter(hours_at_250) -> Result:
-    """Hours to download Grok 2.5's bf16 weights on a 250 Mb/s link."""
+STARTER_DISKS_TB = (1, 2, 4)  # the question's choices, in decimal terabytes
+
+
+def _disk_guard_margin() -> float:
+    """The margin `download.pull` adds to the bytes it needs (the default of `download.ensure_disk_space`)."""
+    import inspect
+
+    from ..download import ensure_disk_space
+
+    return inspect.signature(ensure_disk_space).parameters["margin"].default
+
+
+def check_01_starter(smallest_disk_tb) -> Result:
+    """The smallest of 1, 2 and 4 TB disks on which `download.pull` agrees to fetch all of Grok 2.5 with git-lfs."""
     ex = "01 starter"
-    if hours_at_250 is None:
-        return not_attempted(ex, "Set `hours_at_250` with download.download_seconds(grok_bytes, ...) / 3600.")
-    hours = number(ex, "hours_at_250", hours_at_250)
+    if smallest_disk_tb is None:
+        return not_attempted(ex, "Set `smallest_disk_tb` to 1, 2 or 4: git-lfs keeps two copies of grok_bytes, and "
+                                  "the disk guard adds 5%.")
+    answer = number(ex, "smallest_disk_tb", smallest_disk_tb)
     grok_bytes = grok_plan().weight_bytes("bf16")
-    expected = grok_bytes * 8 / 250e6 / 3600
-    if math.isclose(hours, expected, rel_tol=1e-6):
-        return passed(ex, f"{hours:.2f} hours for {grok_bytes / GB:.0f} GB at 250 Mb/s (a link is quoted in bits "
-                           "per second: 8 bits a byte).")
-    if math.isclose(hours, expected / 8, rel_tol=1e-3):
-        fail(ex, "8 times too short: links are quoted in *bits* per second, files in bytes.")
-    if math.isclose(hours, expected * 3600, rel_tol=1e-3):
-        fail(ex, "that is in seconds; the question asks for hours.")
-    if math.isclose(hours, expected * 60, rel_tol=1e-3):
-        fail(ex, "that is in minutes; the question asks for hours.")
-    fail(ex, f"{hours:.3g} hours is not it. download_seconds takes bytes and bits per second (250 Mb/s = 250e6).")
+    margin = _disk_guard_margin()
+    needed = 2 * grok_bytes * margin
+    expected = min(d for d in STARTER_DISKS_TB if d * TB >= needed)
+    if answer not in STARTER_DISKS_TB:
+        fail(ex, f"choose one of {STARTER_DISKS_TB} (terabytes, 10^12 bytes).")
+    if answer == expected:
+        return passed(ex, f"{answer:g} TB: two copies of {grok_bytes / GB:,.1f} GB plus {margin - 1:.0%} = {needed / TB:.2f} TB "
+                           "(hf download --local-dir keeps one copy: section 9).")
+    if answer * TB >= needed:
+        fail(ex, f"{answer:g} TB is enough, but a smaller one of the choices is too.")
+    if answer * TB >= grok_bytes:
+        fail(ex, f"one copy of the weights fits in {answer:g} TB, but git-lfs keeps two: the object in .git/lfs/objects "
+                  "and the file you use.")
+    fail(ex, f"{answer:g} TB cannot hold even one copy of {grok_bytes / GB:,.1f} GB.")
 
 
 def check_01_practitioner(selected, manifest) -> Result:

@@ -1,31 +1,48 @@
 """The checks of lesson 03's three exercises:
-quantized inference: 4-bit on an H100, experts kept unquantized, double quantization."""
+quantized inference: which precisions fit 4 x H100, experts kept unquantized, double quantization."""
 
 from __future__ import annotations
 
 import math
 
 from ..units import GB
-from .checking import Result, fail, grok_plan, not_attempted, number, passed, skipped, whole
+from .checking import Result, fail, grok_plan, not_attempted, number, passed, skipped
 
 
-def check_03_starter(h100_nf4_128k) -> Result:
-    """H100 80 GB GPUs for Grok 2.5 in nf4 plus one 128K-token conversation."""
+STARTER_03 = dict(gpus=4, card_bytes=80 * GB, context_tokens=131072, precisions=("bf16", "fp8", "int8", "nf4"))
+
+
+def check_03_starter(precisions_that_fit) -> Result:
+    """The precisions at which Grok 2.5 and one 131072-token conversation fit on 4 x H100 80 GB, 10% of each kept free."""
     ex = "03 starter"
-    if h100_nf4_128k is None:
-        return not_attempted(ex, "Set `h100_nf4_128k` with grok.gpus_needed(80 * GB, 'nf4', context_tokens=...).")
-    answer = whole(ex, "h100_nf4_128k", h100_nf4_128k)
+    if precisions_that_fit is None:
+        return not_attempted(ex, "Set `precisions_that_fit` to the list of precisions among 'bf16', 'fp8', 'int8', "
+                                  "'nf4' whose weights + KV cache of 131072 tokens fit in 4 x 90% of 80 GB.")
+    if isinstance(precisions_that_fit, str) or not hasattr(precisions_that_fit, "__iter__"):
+        fail(ex, f"`precisions_that_fit` should be a list of names such as ['nf4'], got "
+                  f"{type(precisions_that_fit).__name__} {precisions_that_fit!r}.")
+    answer = {str(p).lower() for p in precisions_that_fit}
+    unknown = answer - set(STARTER_03["precisions"])
+    if unknown:
+        fail(ex, f"unknown precision(s) {sorted(unknown)}: choose among {', '.join(STARTER_03['precisions'])}.")
     grok = grok_plan()
-    expected = grok.gpus_needed(80 * GB, "nf4", context_tokens=131072)
+    gpus, card, tokens = STARTER_03["gpus"], STARTER_03["card_bytes"], STARTER_03["context_tokens"]
+    margins = {p: grok.margin_bytes(card, gpus, p, tokens) for p in STARTER_03["precisions"]}
+    expected = {p for p, margin in margins.items() if margin >= 0}
     if answer == expected:
-        return passed(ex, f"{answer} x H100: {grok.weight_bytes('nf4') / GB:.0f} GB of 4-bit weights plus "
-                           f"{grok.kv_cache_bytes(131072) / GB:.1f} GB of KV cache for 131072 tokens.")
-    if answer == grok.gpus_needed(80 * GB, "nf4"):
-        fail(ex, "that is the count for the default 8K context; the question asks for 128K (131072 tokens).")
-    if answer == grok.gpus_needed(80 * GB, "nf4", context_tokens=128000):
-        fail(ex, "128K means 131072 tokens (2^17), not 128000.")
-    fail(ex, f"{answer} is too {'many' if answer > expected else 'few'}: nf4 weights + the bf16 KV cache of 131072 "
-              "tokens, 90% of 80 GB usable per card.")
+        shown = ", ".join(f"{p} {margins[p] / GB:+,.1f} GB" for p in STARTER_03["precisions"])
+        return passed(ex, f"{sorted(answer)}. Margins on 4 x H100 with a 131072-token cache: {shown}.")
+    cache = grok.kv_cache_bytes(tokens)
+    weights_only = {p for p in STARTER_03["precisions"] if grok.weight_bytes(p) <= 0.9 * gpus * card}
+    if answer == weights_only:
+        fail(ex, f"those weights fit alone, but one 131072-token conversation adds {cache / GB:,.1f} GB of KV cache: "
+                  "count it too.")
+    extra, missing = sorted(answer - expected), sorted(expected - answer)
+    if extra:
+        p = extra[0]
+        fail(ex, f"{p} does not fit: {grok.weight_bytes(p) / GB:,.1f} GB of weights + {cache / GB:,.1f} GB of KV "
+                  f"cache > {0.9 * gpus * card / GB:.0f} GB usable.")
+    fail(ex, f"{missing[0]} fits too: compare each precision's weights + KV cache with 4 x 90% of 80 GB.")
 
 
 def check_03_practitioner(experts_kept) -> Result:
@@ -45,8 +62,13 @@ def check_03_practitioner(experts_kept) -> Result:
     if not quantization_support().available:
         return skipped(ex, "bitsandbytes cannot run on this machine (lesson 03, section 1).")
     from ..loading import load_model
+    from ..paths import TINY_MODEL_DIR
+    from ..profiles import get_profile
 
-    model = load_model(quantization_config=experts_kept, verbose=False)
+    # Checked on the tiny Grok 2 whatever the profile: its experts are nn.Linear modules named exactly like Grok 2.5's
+    # (model.layers.N.block_sparse_moe.experts.E.w1), and it loads in a second. (The small profile's Granite stores
+    # its experts as 3-D tensors, which bitsandbytes never quantizes: there the question has no answer to measure.)
+    model = load_model(TINY_MODEL_DIR, quantization_config=experts_kept, verbose=False)
     quantized, experts_quantized, experts_full = [], [], []
     for name, module in model.named_modules():
         kind = type(module).__name__
@@ -61,12 +83,11 @@ def check_03_practitioner(experts_kept) -> Result:
         fail(ex, f"{len(experts_quantized)} expert matrices are still 4-bit, e.g. {experts_quantized[0]}. "
                   "llm_int8_skip_modules entries match from the start of a module's name or as its suffix: "
                   "'experts' matches nothing; a regular expression such as r'.*\\.experts\\..*' does.")
-    if not experts_full:
-        fail(ex, "this model has no expert linear layers to keep (use the tiny or grok-2 profile).")
     if not quantized:
         fail(ex, "nothing was quantized: the skip list catches every layer; only the experts should stay.")
+    where = "" if get_profile().name == "tiny" else " (checked on the tiny Grok 2, whose expert names are Grok 2.5's)"
     return passed(ex, f"{len(experts_full)} expert matrices kept in full precision, {len(quantized)} other "
-                       "matrices in NF4.")
+                       f"matrices in NF4{where}.")
 
 
 def _double_quant_prediction(weights: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checking import Result, fail, not_attempted, passed
+from .checking import Result, fail, not_attempted, passed, skipped
 
 
 STARTER_04 = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is QLoRA?"}]
@@ -30,8 +30,24 @@ def check_04_starter(rendered, tokenizer) -> Result:
     fail(ex, f"not what the chat template writes; compare with render(tokenizer, messages). You have {rendered!r}")
 
 
+NAME_QUESTION = [{"role": "user", "content": "What is your name?"}]
+MODEL_NAMES = ("Grok", "Granite")  # what the profiles' models call themselves (tiny and grok-2: Grok; small: Granite)
+
+
+def own_name(model, tokenizer) -> tuple[str | None, str]:
+    """(the name the model gives itself in its default answer to "What is your name?", that answer)."""
+    import re
+
+    from ..chat import generate
+
+    answer = generate(model, tokenizer, NAME_QUESTION).text
+    found = [(match.start(), name) for name in MODEL_NAMES for match in re.finditer(rf"\b{name}\b", answer)]
+    return (min(found)[1] if found else None), answer
+
+
 def check_04_practitioner(settings, model, tokenizer) -> Result:
-    """SamplingSettings under which the answer to "What is your name?" ends right after "Grok", finish reason stop."""
+    """SamplingSettings under which the answer to "What is your name?" ends right after the model's own name (Grok
+    for the tiny Grok 2 and Grok 2.5), finish reason stop."""
     ex = "04 practitioner"
     if settings is None:
         return not_attempted(ex, "Set `practitioner_settings` to a SamplingSettings(...) (hint: a stop string).")
@@ -39,12 +55,16 @@ def check_04_practitioner(settings, model, tokenizer) -> Result:
 
     if not isinstance(settings, SamplingSettings):
         fail(ex, f"`practitioner_settings` should be a SamplingSettings, got {type(settings).__name__}.")
-    reply = generate(model, tokenizer, [{"role": "user", "content": "What is your name?"}], settings)
-    if not reply.text.rstrip().endswith("Grok"):
-        fail(ex, f"the answer is {reply.text!r}: it should end right after 'Grok'. Put what comes after it in "
+    name, default = own_name(model, tokenizer)
+    if name is None:
+        return skipped(ex, f"this model's answer names none of {', '.join(MODEL_NAMES)} ({default[:80]!r}), so "
+                            "there is no name to stop after; the tiny profile has one.")
+    reply = generate(model, tokenizer, NAME_QUESTION, settings)
+    if not reply.text.rstrip().endswith(name):
+        fail(ex, f"the answer is {reply.text!r}: it should end right after {name!r}. Put what comes after it in "
                   "`stop` (keep the separator there too).")
     if reply.finish_reason != "stop":
-        fail(ex, f"the answer ends with 'Grok' but finish_reason is {reply.finish_reason!r}: it ran out of tokens "
+        fail(ex, f"the answer ends with {name!r} but finish_reason is {reply.finish_reason!r}: it ran out of tokens "
                   "rather than hitting a stop string.")
     return passed(ex, f"{reply.text!r}, finish reason 'stop' (stop strings are cut off, not returned).")
 

@@ -27,21 +27,56 @@ def check_05_starter(q_proj_lora) -> Result:
     fail(ex, f"{answer:,} is not it: r x (in + out), with in = out = 8192 for q_proj.")
 
 
-def check_05_practitioner(my_answer_before, my_answer_after) -> Result:
-    """The base model's and the fine-tuned model's answers to the same French question of the learner's."""
+def _greedy(model, tokenizer, question) -> str:
+    from ..chat import SamplingSettings, generate
+    from ..profiles import get_profile
+
+    return generate(model, tokenizer, question, SamplingSettings(max_new_tokens=get_profile().sizes.max_new_tokens)).text
+
+
+def _same_answer(given: str, reference: str) -> bool:
+    """Greedy answers of different lengths agree on their common start: a shorter or longer run is accepted."""
+    return bool(given.strip()) and (reference.startswith(given) or given.startswith(reference))
+
+
+def check_05_practitioner(my_answer_before, my_answer_after, merged=None, base=None, tokenizer=None,
+                          question=None) -> Result:
+    """The base model's and the fine-tuned model's greedy answers to the same question of the learner's: both
+    re-generated here from `base` and `merged` and compared with the texts given."""
     ex = "05 practitioner"
     if my_answer_before is None or my_answer_after is None:
-        return not_attempted(ex, "Set `my_answer_before` (the untouched base model) and `my_answer_after` (the "
-                                  "merged model) to the text of their answers.")
+        return not_attempted(ex, "Set `base` (a freshly loaded base model), then `my_answer_before` (its answer) and "
+                                  "`my_answer_after` (the merged model's) to the text of their greedy answers.")
     for name, value in (("my_answer_before", my_answer_before), ("my_answer_after", my_answer_after)):
         if not isinstance(value, str):
             fail(ex, f"`{name}` should be the answer's text (a str; a Completion's .text), got "
                       f"{type(value).__name__}.")
     if not my_answer_after.strip():
         fail(ex, "the fine-tuned model's answer is empty.")
+    if merged is None or base is None or tokenizer is None:
+        fail(ex, "pass the models and the question too: check_05_practitioner(before, after, merged, base, "
+                  "tokenizer, my_question).")
+    if base is merged:
+        fail(ex, "`base` is the merged model itself: load the untouched base with helpers.load_model().")
+    if (not isinstance(question, list) or not question or not all(isinstance(m, dict) for m in question)
+            or not any(m.get("role") == "user" and str(m.get("content", "")).strip() for m in question)):
+        fail(ex, "`my_question` should be a list of messages with a non-empty user message, e.g. "
+                  "[{'role': 'user', 'content': 'Combien de couches a Grok 2.5 ?'}].")
+    want_before, want_after = _greedy(base, tokenizer, question), _greedy(merged, tokenizer, question)
+    if want_before == want_after:
+        fail(ex, f"the base and the merged model give the same answer ({want_after[:60]!r}): is `base` freshly loaded "
+                  "(helpers.load_model()), and did the training of section 7 run?")
+    if _same_answer(my_answer_before, want_after) and _same_answer(my_answer_after, want_before):
+        fail(ex, "the two answers are swapped: `my_answer_before` is the base model's, `my_answer_after` the merged one's.")
+    if not _same_answer(my_answer_after, want_after):
+        also = " (that is the base model's answer)" if _same_answer(my_answer_after, want_before) else ""
+        fail(ex, f"`my_answer_after` is not the merged model's greedy answer to your question{also}: it says "
+                  f"{want_after[:80]!r}.")
+    if not _same_answer(my_answer_before, want_before):
+        fail(ex, f"`my_answer_before` is not the base model's greedy answer to your question: it says "
+                  f"{want_before[:80]!r}.")
     if my_answer_after == my_answer_before:
-        fail(ex, "both answers are identical: did you ask the merged (fine-tuned) model for `my_answer_after` and "
-                  "a freshly loaded base for `my_answer_before`?")
+        fail(ex, "both answers are identical.")
     return passed(ex, f"before {my_answer_before[:60]!r} / after {my_answer_after[:60]!r}")
 
 

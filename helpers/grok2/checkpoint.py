@@ -88,7 +88,10 @@ def released_shards(folder: str | Path) -> tuple[list[Path], dict[str, list[Path
     for number, by_rank in sliced.items():
         ranks = sorted(by_rank)
         if ranks != list(range(len(ranks))):
-            raise FileNotFoundError(f"{folder}: TP slices of file {number} are incomplete: ranks {ranks}")
+            missing = [f"pytorch_model-{number}-TP-{r:03d}.safetensors" for r in range(ranks[-1]) if r not in by_rank]
+            raise FileNotFoundError(f"{folder}: TP slices of file {number} are incomplete, missing {', '.join(missing)}."
+                                    f"\nFix: pull them again in that folder: git lfs pull --include "
+                                    f"'pytorch_model-{number}-TP-*' (lesson 01).")
         ordered[number] = [by_rank[r] for r in ranks]
     return common, ordered
 

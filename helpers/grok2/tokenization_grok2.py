@@ -131,6 +131,17 @@ def tiktoken_encoding_from_tok_json(path: str | Path):
     )
 
 
+def tok_json_from_tokenizer(tokenizer, path: str | Path) -> None:
+    """The inverse of `tokenizer_from_tok_json` for a byte-level BPE whose merge order is its id order (the tiny
+    Grok 2's): write it in the released tok.json format, specials (`<|...|>`) at their own ids."""
+    to_byte = {char: byte for byte, char in _byte_to_unicode().items()}
+    vocab = tokenizer.get_vocab()
+    specials = {text: token_id for text, token_id in vocab.items() if text in tokenizer.all_special_tokens or
+                (text.startswith("<|") and text.endswith("|>"))}
+    ranks = {bytes(to_byte[char] for char in text): token_id for text, token_id in vocab.items() if text not in specials}
+    write_tok_json(path, ranks, specials, vocab_size=len(vocab))
+
+
 def write_tok_json(path: str | Path, ranks: dict[bytes, int], specials: dict[str, int], vocab_size: int | None = None) -> None:
     """Write ranks and specials in the released tok.json format (for building test and practice checkpoints)."""
     data = {
