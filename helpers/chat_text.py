@@ -26,7 +26,8 @@ EOS = "<|eos|>"  # end of sequence (id 2)
 ARTICLE_PROMPT = "Explique-moi la différence entre Grok 2.5 et Grok 3."
 
 # What Grok 2's chat template produces (facts 2.3), kept in one place: the tests and lesson 04 compare against these.
-# The generation prompt is "Assistant:" with no space; earlier answers are written "Assistant: " + content.
+# The generation prompt is "Assistant:" with no space; earlier answers are written "Assistant: " + content, as they are
+# (user and system text is stripped: "spaces").
 REFERENCE_RENDERINGS = {
     "single_turn": (
         [{"role": "user", "content": "What is your name?"}],
@@ -48,6 +49,14 @@ REFERENCE_RENDERINGS = {
     "article": (
         [{"role": "user", "content": ARTICLE_PROMPT}],
         "Human: Explique-moi la différence entre Grok 2.5 et Grok 3.<|separator|>\n\nAssistant:",
+    ),
+    "spaces": (
+        [{"role": "system", "content": " Be brief. "},
+         {"role": "user", "content": " Hi\n"},
+         {"role": "assistant", "content": " Hello."},
+         {"role": "user", "content": "Experts?"}],
+        "System: Be brief.<|separator|>\n\nHuman: Hi<|separator|>\n\nAssistant:  Hello.<|separator|>\n\n"
+        "Human: Experts?<|separator|>\n\nAssistant:",
     ),
 }
 
@@ -97,33 +106,70 @@ def special_token_ids(tokenizer) -> set[int]:
     return ids
 
 
+def added_tokens(tokenizer) -> dict[int, str]:
+    """Every token the tokenizer matches as a whole before its own vocabulary, by id: the special ones (Grok 2:
+    <|pad|>, <|separator|>, <|eos|>) and any other added token (`tokenizer.add_tokens(...)`, tool-call markers)."""
+    found = {int(i): str(token) for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    for text in tokenizer.all_special_tokens:
+        found.setdefault(tokenizer.convert_tokens_to_ids(text), text)
+    return {i: text for i, text in found.items() if text}
+
+
 def control_strings(tokenizer) -> list[str]:
-    """The text of every special token (Grok 2: <|pad|>, <|separator|>, <|eos|>), longest first."""
-    texts = set(tokenizer.all_special_tokens)
-    texts.update(str(token) for token in getattr(tokenizer, "added_tokens_decoder", {}).values() if token.special)
-    return sorted((t for t in texts if t), key=len, reverse=True)
+    """The text of every added token, special or not (Grok 2: <|pad|>, <|separator|>, <|eos|>), longest first."""
+    return sorted(set(added_tokens(tokenizer).values()), key=len, reverse=True)
 
 
 def encode(tokenizer, conversation: list[dict] | str) -> list[int]:
     """The token ids the model receives for `conversation` (no BOS is added: Grok 2 has none).
 
     A raw prompt string is tokenized as it is: whoever writes one writes Grok 2's format, control tokens included. For a
-    list of messages, the chat template's control tokens are real ones, and every message's content is plain text: a
-    content that contains "<|separator|>" is tokenized as the characters "<", "|", "sep"... so it can never end a turn.
-    Contents without such text get exactly the ids of the whole rendered prompt, as before."""
+    list of messages, the chat template's control tokens are real ones, and every message's content is plain text: no
+    text inside a content becomes an added token, special or not. A content that contains "<|separator|>" is tokenized
+    as the characters "<", "|", "sep"... so it can never end a turn. Contents without such text get exactly the ids of
+    the whole rendered prompt, as before.
+
+    Which added tokens a content spells is asked of the tokenizer itself (it finds them all in one pass, however many
+    it has), and only for contents holding a character that some added token starts with."""
     if isinstance(conversation, str):
         return tokenizer(conversation, add_special_tokens=False)["input_ids"]
     text = render(tokenizer, conversation)
-    controls = control_strings(tokenizer)
-    contents = [str(message.get("content") or "") for message in conversation]
-    if not any(control in content for content in contents for control in controls):
+    added = added_tokens(tokenizer)
+    starts = {token[0] for token in added.values()}
+    spelt = set()
+    for message in conversation:
+        content = str(message.get("content") or "")
+        if any(start in content for start in starts):
+            spelt.update(added[i] for i in tokenizer(content, add_special_tokens=False)["input_ids"] if i in added)
+    if not spelt:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     ids, start = [], 0
-    for begin, end in _injected_control_spans(tokenizer, conversation, text, controls):
+    for begin, end in _injected_control_spans(tokenizer, conversation, text, sorted(spelt, key=len, reverse=True)):
         ids += tokenizer(text[start:begin], add_special_tokens=False)["input_ids"]
-        ids += tokenizer(text[begin:end], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids += plain_text_ids(tokenizer, text[begin:end], set(added))
         start = end
     return ids + tokenizer(text[start:], add_special_tokens=False)["input_ids"]
+
+
+def plain_text_ids(tokenizer, text: str, added_ids: set[int] | None = None) -> list[int]:
+    """`text` tokenized as plain characters: no added token is matched in it, special or not.
+
+    A fast tokenizer's `split_special_tokens=True` skips only the special ones, so its own pipeline (normalizer,
+    pre-tokenizer, model) runs here without the added tokens; a Python tokenizer's skips them all. For byte-level
+    tokenizers (Grok 2's, Granite's) these are the ids the text gets anywhere in a prompt. If the vocabulary itself
+    turns this text into an added token's id, it cannot be kept as plain text: refused."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    else:
+        normalized = backend.normalizer.normalize_str(text) if backend.normalizer is not None else text
+        words = ([word for word, _ in backend.pre_tokenizer.pre_tokenize_str(normalized)]
+                 if backend.pre_tokenizer is not None else [normalized])
+        ids = [token.id for word in words for token in backend.model.tokenize(word)]
+    if set(ids) & (added_ids if added_ids is not None else set(added_tokens(tokenizer))):
+        raise CourseError(f"The text {text!r} in a message becomes a control token even as plain text with this "
+                          "tokenizer, so it cannot be kept from acting as one.", f"Remove {text!r} from the messages.")
+    return ids
 
 
 def _injected_control_spans(tokenizer, conversation: list[dict], text: str, controls: list[str]):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,14 +22,9 @@ from pathlib import Path
 
 from .engine_sources import llama_cpp_binary
 from .errors import CourseError
+from .serving.process import free_port  # one definition of "a free port on 127.0.0.1" for every server the course runs
 
 START_TIMEOUT_S = 120  # loading the tiny model takes well under a second; a busy 2-core machine, a few
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LlamaServer:

@@ -59,6 +59,37 @@ def openai_error(reply, status: int, *, param=None, code=None, match: str = "") 
     return error
 
 
+# ------------------------------------------------------------------------ strings that are not text (lone surrogates)
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", '{"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+     "messages.0.content"),
+    ("/v1/chat/completions", '{"model": "tiny-grok-2", "messages": [{"role": "user", "content": [{"type": "text", '
+                             '"text": "\\udfff"}]}]}', "messages.0.content.0.text"),
+    ("/v1/chat/completions", '{"model": "tiny-grok-2", "messages": [{"role": "user", "content": "hi"}], '
+                             '"stop": ["ok", "\\ud83d"]}', "stop.1"),
+    ("/v1/chat/completions", '{"model": "tiny-\\udc00", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ("/v1/completions", '{"model": "tiny-grok-2", "prompt": "Human: \\ud800<|separator|>"}', "prompt"),
+    ("/v1/completions", '{"model": "tiny-grok-2", "prompt": "x", "user": "\\ud800"}', "user"),  # ignored, still refused
+], ids=["message", "content part", "stop string", "model name", "prompt", "unknown field"])
+def test_lone_surrogates_get_a_400_naming_the_field(app_client, path, body, param):
+    """JSON may escape half of a surrogate pair alone; the tokenizer then failed with a 500 (TypeError)."""
+    error = openai_error(post(app_client, body, path), 400, param=param, code="invalid_text", match="lone surrogate")
+    assert "both halves of its pair" in error["message"]
+
+
+def test_surrogate_bytes_and_a_real_pair(app_client):
+    raw = '{"model": "tiny-grok-2", "messages": [{"role": "user", "content": "a\ud800"}]}'.encode("utf-8",
+                                                                                                  "surrogatepass")
+    openai_error(post(app_client, raw), 400, param="messages.0.content", code="invalid_text")  # bytes json.loads keeps
+    utf16 = '{"model": "tiny-grok-2", "prompt": "a\\udc00"}'.encode("utf-16")  # json.loads reads UTF-16 bodies too
+    openai_error(post(app_client, utf16, "/v1/completions"), 400, param="prompt", code="invalid_text")
+    pair = post(app_client, '{"model": "tiny-grok-2", "max_tokens": 2, "messages": [{"role": "user", "content": '
+                            '"\\ud83d\\ude00 \\\\ud800"}]}')  # a real pair, and an escaped backslash: text
+    assert pair.status_code == 200, pair.text
+
+
 # ------------------------------------------------------------------------------------------- item 5: stop strings
 
 
@@ -103,6 +134,47 @@ def test_huge_prompts_are_refused_before_tokenizing(app_client, served):
     assert not seen or max(seen) < 100_000, "a huge prompt reached the tokenizer"
     limit = served.context_length * served.max_token_chars
     assert limit == 2048 * max(len(t) for t in served.tokenizer.get_vocab())
+
+
+def test_a_long_context_tokenizes_in_proportion_to_the_context_not_the_prompt(tokenizer, served):
+    """With a long context (--max-model-len 131072 on a real model) the character bound exceeds the 4 MiB body, so a
+    prompt of megabytes passes it: it is counted in pieces, each under the lock alone, and refused as soon as the
+    count passes the context. Here the context is 8,192 tokens (the bound: 106,496 characters)."""
+    from types import SimpleNamespace
+
+    from helpers.serving.served import COUNT_PIECE_CHARS, count_tokens_upto
+
+    long_context = ServedModel(SimpleNamespace(config=SimpleNamespace(max_position_embeddings=1 << 17)), tokenizer,
+                               "long", max_model_len=8192)
+    counting, seen = long_context._counting_tokenizer, []
+    original = type(counting).__call__
+
+    def spy(self, text, *args, **kwargs):
+        if self is counting:
+            seen.append(len(text))
+            assert long_context._counting_lock.locked()  # one piece per hold: others' prompts go in between
+        return original(self, text, *args, **kwargs)
+
+    type(counting).__call__ = spy
+    try:
+        read = {}
+        for words in (10_000, 21_000):  # 50,000 and 105,000 characters, both under the character bound
+            seen.clear()
+            with pytest.raises(helpers.serve.APIError, match="maximum context length is 8192") as raised:
+                long_context.prompt_ids("word " * words)
+            assert raised.value.param == "prompt" and raised.value.code == "context_length_exceeded"
+            assert max(seen) <= COUNT_PIECE_CHARS and sum(seen) < 8192 * 5 + COUNT_PIECE_CHARS  # ~5 characters a token
+            read[words] = sum(seen)
+        assert read[10_000] == read[21_000], "the work depends on the context, not on the prompt's length"
+        fits = [{"role": "user", "content": "How many experts does Grok 2 have? " * 700}]  # 24,500 characters
+        seen.clear()
+        assert long_context.prompt_ids(fits) == encode(tokenizer, fits)  # a prompt that fits: counted, then encoded
+        assert len(seen) > 2
+    finally:
+        type(counting).__call__ = original
+    text = "Grok 2 has 8 experts,  2 per token.\n\n" * 2000 + "x" * 40_000  # runs of spaces; no space at all
+    whole = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert count_tokens_upto(tokenizer, text, 10**9, piece_chars=1000) == (whole, len(text), False)  # exact
 
 
 # ------------------------------------------------------------------------------ item 8: numbers and nesting
@@ -231,10 +303,14 @@ def test_the_command_line_refuses_bad_ports_cleanly(raced):
 
 
 def upload(port: int, head: str, chunk_bytes: int = 0, chunks: int = 0) -> tuple[str, int]:
-    """Send a request by hand: the headers, then up to `chunks` chunks of a chunked body from another thread while
-    this one reads the answer. Returns the start of the answer ("" if the server closed first) and the bytes sent."""
+    """Send a request by hand: the headers, then up to `chunks` chunks of a chunked body from another thread, which
+    sends until they are all sent or the server closes the connection, while this one reads the whole answer (until
+    the server closes). Returns the answer and the bytes of body sent. The server answers 413 and closes with the rest
+    of the upload unread, so its kernel resets the connection: the sender's next write fails (that is how the test
+    sees that the server stopped reading), and this reader gets ECONNRESET after the answer, which is read first (on
+    loopback the answer is in the receive buffer before the reset arrives, and Linux hands it over before the error)."""
     sent = [0]
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(head.encode())
 
         def send_body():
@@ -245,30 +321,44 @@ def upload(port: int, head: str, chunk_bytes: int = 0, chunks: int = 0) -> tuple
                     sock.sendall(framed)
                     sent[0] += len(chunk)
             except OSError:
-                pass  # the server answered and closed: it did not wait for the rest
+                pass  # the server closed the connection: it did not read the rest
 
         sender = threading.Thread(target=send_body, daemon=True)
         sender.start()
         answer = b""
         try:
-            while b"\r\n\r\n" not in answer:
-                piece = sock.recv(65536)
-                if not piece:
-                    break
+            while piece := sock.recv(65536):
                 answer += piece
-        except OSError:
+        except ConnectionResetError:
             pass
-        sock.shutdown(socket.SHUT_RDWR)
         sender.join(30)
     return answer.decode(errors="replace"), sent[0]
 
 
 def test_the_body_limit_is_enforced_while_reading(raced):
+    import psutil
+
     _, (winner,) = raced
+    server = psutil.Process(winner.pid)
     head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     declared, _ = upload(winner.port, head + "Content-Length: 400000000\r\n\r\n")
     assert declared.startswith("HTTP/1.1 413")  # from the header alone: nothing of the body was read
-    answer, sent = upload(winner.port, head + "Transfer-Encoding: chunked\r\n\r\n", 1 << 20, 400)
-    assert answer.startswith("HTTP/1.1 413") or answer == "", answer[:200]
+    before, peak, done = server.memory_info().rss, [0], threading.Event()
+
+    def watch_memory():
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], server.memory_info().rss)
+
+    watcher = threading.Thread(target=watch_memory, daemon=True)
+    watcher.start()
+    try:
+        answer, sent = upload(winner.port, head + "Transfer-Encoding: chunked\r\n\r\n", 1 << 20, 400)
+    finally:
+        done.set()
+        watcher.join(5)
+    assert answer.startswith("HTTP/1.1 413") and '"code":"request_too_large"' in answer, answer[:300]
+    assert "connection: close" in answer.lower()
     assert sent < 64 << 20, f"the server read {sent >> 20} MiB of a 400 MiB body instead of stopping at 4 MiB"
+    grown = (max(peak[0], server.memory_info().rss) - before) >> 20
+    assert grown < 32, f"the server's memory grew by {grown} MiB during a 400 MiB upload: it buffered the body"
     assert winner.health()["status"] == "ok"

@@ -134,9 +134,11 @@ def check_key(request: Request) -> None:
 
 async def read_body(request: Request) -> bytes:
     """The body, refused with a 413 as soon as it is known to be too large: from Content-Length before reading
-    anything, else while it arrives (a chunked upload is never buffered beyond the limit)."""
+    anything, else while it arrives (a chunked upload is never buffered beyond the limit). The 413 closes the
+    connection: kept open, uvicorn would go on reading the rest of the upload (and throwing it away) to the end."""
     too_large = APIError(413, f"The request body is larger than {MAX_BODY_BYTES // 2**20} MiB, the most this server "
-                              "reads. Send a shorter prompt.", code="request_too_large")
+                              "reads. Send a shorter prompt.", code="request_too_large",
+                         headers={"Connection": "close"})
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit() or len(declared) > 20:
@@ -208,10 +210,13 @@ def settings_for(served: ServedModel, body: SamplingFields, max_tokens: int | No
 
 
 async def health(request: Request):
-    """Liveness, this server's identity (`instance`, `pid`) and the scheduler: slots, queue, steps per second."""
+    """Liveness, this server's identity (`instance`, `pid`), the CPU threads its PyTorch uses, and the scheduler:
+    slots, queue, steps per second."""
+    import torch
+
     server = state(request)
     return {"status": "ok", "models": server.served.names, "instance": server.instance, "pid": os.getpid(),
-            **server.scheduler.snapshot()}
+            "torch_threads": torch.get_num_threads(), **server.scheduler.snapshot()}
 
 
 async def models(request: Request):
@@ -279,22 +284,36 @@ async def run(request: Request, conversation, body: SamplingFields, max_tokens: 
 
 
 async def _wait_for_completion(request: Request, job: Job):
-    """The result of a non-streaming job; a client that hangs up meanwhile cancels it."""
-    while True:
-        try:
-            kind, value = await asyncio.wait_for(job.events.get(), timeout=0.25)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
+    """The result of a non-streaming job. A client that hangs up meanwhile cancels it at once: the server's
+    `http.disconnect` is awaited beside the job's result (whichever comes first), so the slot is free at the next
+    step, not at the next look."""
+    hang_up, result = asyncio.ensure_future(_hung_up(request)), None
+    try:
+        while True:
+            result = asyncio.ensure_future(job.events.get())
+            done, _ = await asyncio.wait({result, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+            if result not in done:  # a result that arrives with the hang-up still counts: nobody is cancelled for it
                 job.cancel()
-                raise APIError(499, "The client closed the request.", code="client_closed_request") from None
-            continue
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
-        if kind == "error":
-            raise value
-        if kind == "done":
-            return value
+                raise APIError(499, "The client closed the request.", code="client_closed_request")
+            kind, value = result.result()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return value
+    except asyncio.CancelledError:  # the server is stopping this request's task
+        job.cancel()
+        raise
+    finally:
+        for waiting in (hang_up, result):
+            if waiting is not None:
+                waiting.cancel()
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the client has closed the connection. The body has been read, so the next message the server
+    sends this request is `http.disconnect` (when the client hangs up, or once the response has gone out)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _events(job: Job, writer: ChunkWriter) -> AsyncIterator[str]:

@@ -167,7 +167,9 @@ class ServerProcess:
 
     def stop(self, timeout: float = 15.0) -> dict:
         """SIGTERM (uvicorn finishes open responses, the scheduler is joined), then SIGKILL to the whole process group
-        if it has not exited in `timeout` s. Returns what happened; raises if anything of the group survived."""
+        if it has not exited in `timeout` s. Returns what happened, verified: `process_gone` (no process has the
+        server's pid any more), `orphans` (what of its process group is left: always empty, since anything left
+        raises) and `port_free` (the port can be bound again)."""
         how = "already exited"
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
@@ -189,7 +191,8 @@ class ServerProcess:
             raise CourseError(f"Processes of the server's group survived: {leftover}.",
                               f"End them by id: `kill -9 {' '.join(map(str, leftover))}`.")
         return {"pid": self.process.pid, "stopped_by": how, "exit_code": self.process.returncode,
-                "orphans": leftover}
+                "process_gone": not _pid_exists(self.process.pid), "orphans": leftover,
+                "port_free": _port_is_free(self.host, self.port)}
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -200,6 +203,28 @@ class ServerProcess:
     def __repr__(self) -> str:
         state = "running" if self.alive() else f"exited ({self.process.returncode})"
         return f"<ServerProcess {self.base_url} pid={self.pid} {state} models={self.models}>"
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        import psutil
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process holds that pid now
+            return True
+        return True
+    return psutil.pid_exists(pid)
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    try:
+        check_port_free(host, port)
+    except CourseError:
+        return False
+    return True
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -237,7 +262,7 @@ def start_server(model: str | Path | None = None, *, adapter: str | Path | None 
     more requests wait for one (default 64), and beyond that the server answers 503.
     """
     from ..paths import workspace_dir
-    from ..profiles import get_profile
+    from ..profiles import resolve_source
 
     check_port_number(port)
     if host not in LOOPBACK_HOSTS:
@@ -251,7 +276,7 @@ def start_server(model: str | Path | None = None, *, adapter: str | Path | None 
     if port == 0:
         port = free_port(host)
     check_port_free(host, port)
-    source = str(model) if model is not None else get_profile(profile).model_id
+    source = resolve_source(model, profile)
     instance = secrets.token_hex(16)
     # One log per start (two notebooks starting on one port must not write into each other's file).
     log_file = Path(log_path) if log_path else workspace_dir() / "server-logs" / f"serve-{port}-{instance[:8]}.log"

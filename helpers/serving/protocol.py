@@ -1,14 +1,17 @@
 """OpenAI's wire format, as this server speaks it: request bodies (parsed and bounded), errors, and response bodies.
 
 Everything a client sends is checked here before any work proportional to it is done: the body is parsed with JSON's
-own rules (no `Infinity`/`NaN`, no 5,000-digit numbers, no 100,000-deep nesting), integers must fit in 64 bits,
+own rules (no `Infinity`/`NaN`, no 5,000-digit numbers, no 100,000-deep nesting), every string must be text (no
+lone surrogate such as a JSON "\\ud800", which no tokenizer can read), integers must fit in 64 bits,
 floats must be finite, stop strings follow OpenAI (at most 4) and are bounded in length. A bad request becomes an
 `APIError`, rendered as `{"error": {"message", "type", "param", "code"}}` with a 4xx status, never a 500.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,7 +78,65 @@ def parse_json_object(raw: bytes) -> dict:
                             "with 'Content-Type: application/json'.") from None
     if not isinstance(data, dict):
         raise APIError(400, "The request body must be a JSON object.")
+    check_text(raw, data)
     return data
+
+
+# What a lone surrogate looks like in a UTF-8 body: a JSON escape of one (\ud800-\udfff), or its UTF-8-style bytes
+# (json.loads decodes with "surrogatepass"). A body without either holds none: most bodies are cleared by this scan.
+SURROGATE_SIGNS = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+MAX_PLACES_SEARCHED = 50_000  # values looked at to name the field that holds one (beyond: the error names no field)
+
+
+def check_text(raw: bytes, data) -> None:
+    """Refuse a string that is not Unicode text. JSON lets a body escape half of a surrogate pair ("\\ud800") alone,
+    which Python keeps as a lone surrogate: it cannot be encoded as UTF-8, and the tokenizer fails on it (a 500).
+
+    Cheap first: a scan of the raw bytes for anything that could become one, then one UTF-8 encoding of the whole
+    body (both in C, linear in the 4 MiB at most). Only a body that really holds one is walked, to name the field."""
+    if json.detect_encoding(raw) == "utf-8" and not SURROGATE_SIGNS.search(raw):  # json.loads also reads UTF-16/32
+        return
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+    except RecursionError:  # nested to the parser's own limit: the walk below has no recursion
+        pass
+    param, detail = _lone_surrogate_place(data)
+    where = f"The value of '{param}'" if param else "A string in the body"
+    raise APIError(400, f"{where} holds a lone surrogate{detail}: half of a UTF-16 pair without its other half, which "
+                        "is not text. Send the character itself, or both halves of its pair (a JSON '\\ud83d\\ude00' "
+                        "is fine, a lone '\\ud800' is not).", param=param, code="invalid_text")
+
+
+def _lone_surrogate_place(data) -> tuple[str | None, str]:
+    """(the name of a field whose string is not text, which character) - iterative (bodies nest up to JSON's own
+    limit), O(1) per value (a value's place is a link to its parent's, spelt out only when found), and bounded: past
+    MAX_PLACES_SEARCHED values, (None, "")."""
+    pending, queued = [(None, data)], 1  # (place, value); a place is (key or index, the parent's place)
+    while pending:
+        place, value = pending.pop()
+        room = MAX_PLACES_SEARCHED - queued
+        if isinstance(value, dict):
+            for key, item in itertools.islice(value.items(), max(0, room // 2)):
+                pending += [((key, place), key), ((key, place), item)]
+            queued += 2 * min(len(value), max(0, room // 2))
+        elif isinstance(value, list):
+            pending += [((index, place), item) for index, item in enumerate(value[:max(0, room)])]
+            queued += min(len(value), max(0, room))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                parts = []
+                while place is not None:
+                    part, place = place
+                    parts.append(str(part))
+                # a field's name may hold one too: written \\udxxx, so that the error itself is valid UTF-8
+                param = ".".join(reversed(parts)).encode("utf-8", "backslashreplace").decode("utf-8")
+                return param or None, f" (\\u{ord(value[error.start]):04x} at character {error.start})"
+    return None, ""
 
 
 def validate(schema: type[BaseModel], data: dict):

@@ -153,7 +153,9 @@ class Scheduler:
                     self._prefill(slot, job)
                 except Exception as error:  # noqa: BLE001 - this request fails, the server goes on
                     self._fail([slot], error, also=job)
-            self._flush()
+                # Prompts admitted together are prefilled one after another: each first token goes out as soon as its
+                # own prefill is done, not after the last one's (the time to first token of the first newcomer).
+                self._flush()
             self._drop_cancelled()
             if self._active:
                 try:

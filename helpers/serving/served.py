@@ -1,9 +1,11 @@
 """The model a server runs: loaded once (a base or merged model, or a base with an unmerged LoRA adapter), the names
-clients ask for, its context, and the prompts it accepts, bounded by their length in characters before any of them is
-tokenized."""
+clients ask for, its context, and the prompts it accepts: bounded by their length in characters before any of them is
+tokenized, then, when that bound is loose (a long context allows megabytes), counted in pieces that stop as soon as
+the context is exceeded - the work is in proportion to the context, never to the prompt."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from ..errors import CourseError
 from .protocol import APIError
 
 DEFAULT_MAX_MODEL_LEN = 2048  # tokens per sequence (prompt + answer) when the model allows more: each slot holds this
+COUNT_PIECE_CHARS = 16_384  # a long prompt is counted this many characters at a time, the lock released in between
+UNSAFE_CUT_SLACK = 16  # tokens a cut inside a word may add to a count (see count_tokens_upto)
 
 
 @dataclass
@@ -66,13 +70,26 @@ class ServedModel:
             raise APIError(400, f"This model's maximum context length is {self.context_length} tokens. However, your "
                                 f"prompt has {characters:,} characters, and no {self.context_length} tokens of this "
                                 f"model hold more than {limit:,} (at most {self.max_token_chars} per token). "
-                                "Shorten it.", param="messages", code="context_length_exceeded")
+                                "Shorten it.", param=_prompt_field(conversation), code="context_length_exceeded")
 
     def prompt_ids(self, conversation) -> list[int]:
-        """The ids the model receives (helpers.chat.encode: message contents can never become control tokens)."""
-        from ..chat_text import encode
+        """The ids the model receives (helpers.chat.encode: message contents can never become added tokens).
+
+        A prompt longer than one counting piece is counted first, piece by piece, and refused as soon as it holds
+        more tokens than the context: only a prompt that fits is tokenized whole."""
+        from ..chat_text import encode, render
 
         self.check_prompt_size(conversation)
+        with self._counting_lock:  # rendering reads the tokenizer too (its added tokens): not beside an encoding
+            text = render(self._counting_tokenizer, conversation)
+        if len(text) > COUNT_PIECE_CHARS:
+            counted, read, over = count_tokens_upto(self._counting_tokenizer, text, self.context_length,
+                                                    self._counting_lock)
+            if over:
+                raise APIError(400, f"This model's maximum context length is {self.context_length} tokens. However, "
+                                    f"your prompt holds more: {counted:,} tokens in its first {read:,} characters "
+                                    f"(of {len(text):,}). Shorten it.", param=_prompt_field(conversation),
+                               code="context_length_exceeded")
         with self._counting_lock:
             return encode(self._counting_tokenizer, conversation)
 
@@ -85,6 +102,53 @@ class ServedModel:
         return 0.0
 
 
+def _prompt_field(conversation) -> str:
+    return "prompt" if isinstance(conversation, str) else "messages"
+
+
+def _pieces(text: str, size: int):
+    """`text` in pieces of about `size` characters, each but the last ending where a word ends: `(piece, safe)`.
+
+    A piece ends before a space that follows a non-space character: there, byte-level BPE pre-tokenizers (GPT-2's,
+    Grok 2's, Llama 3's, Granite's) split anyway, so the pieces' tokens are exactly the whole text's. Where no such
+    place is found in the piece's second half (text without spaces), it is cut at `size` (`safe` False)."""
+    start = 0
+    while len(text) - start > size:
+        end, cut = start + size, -1
+        low = start + size // 2
+        while True:
+            cut = text.rfind(" ", low, end)
+            if cut <= low or not text[cut - 1].isspace():
+                break
+            end = cut  # inside a run of spaces: the run belongs together, look before it
+        safe = cut > low
+        cut = cut if safe else start + size
+        yield text[start:cut], safe
+        start = cut
+    yield text[start:], True
+
+
+def count_tokens_upto(tokenizer, text: str, limit: int, lock: threading.Lock | None = None,
+                      piece_chars: int = COUNT_PIECE_CHARS) -> tuple[int, int, bool]:
+    """(tokens counted, characters read, whether `text` surely holds more than `limit` tokens), counted in pieces of
+    about `piece_chars` characters and stopped as soon as that is sure: work in proportion to `limit`, whatever the
+    length of `text`. `lock` is held for one piece at a time, so other requests' prompts are encoded in between.
+
+    Cut between words (see _pieces), the count is exact. A cut inside a word (text without spaces) tokenizes the two
+    halves of that word apart, which may count a few tokens more than the word has, so the count is taken as sure
+    only past `limit` plus UNSAFE_CUT_SLACK per such cut. Added tokens (<|separator|>) count as one, as the template
+    writes them; a content that spells one is encoded as more (helpers.chat.encode): that only lowers the count."""
+    counted, read, slack = 0, 0, 0
+    for piece, safe in _pieces(text, piece_chars):
+        with lock or contextlib.nullcontext():
+            counted += len(tokenizer(piece, add_special_tokens=False)["input_ids"])
+        read += len(piece)
+        slack += 0 if safe else UNSAFE_CUT_SLACK  # this piece's own cut already shapes its count
+        if counted > limit + slack:
+            return counted, read, True
+    return counted, read, False
+
+
 def load_for_serving(model: str | Path | None = None, *, adapter: str | Path | None = None, merge: bool = False,
                      served_model_name: str | None = None, profile: str | None = None,
                      default_max_tokens: int = 256, dtype: str = "auto",
@@ -95,7 +159,7 @@ def load_for_serving(model: str | Path | None = None, *, adapter: str | Path | N
     plan = plan_load(model, profile=profile, dtype=dtype)
     source = plan.source
     base = load_model(plan=plan, verbose=False)
-    tokenizer = load_tokenizer(plan.tokenizer_source)
+    tokenizer = load_tokenizer(plan=plan)
     name = served_model_name or _default_name(source)
     adapter_name = None
     if adapter is not None:
