@@ -44,14 +44,14 @@ LINK_AGENT = "practice-link"
 GIT_TIMEOUT_S = 600
 
 
-def _git(args: list[str], cwd: Path) -> str:
+def _git(args: list[str], cwd: Path, check: bool = True) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "course", "GIT_AUTHOR_EMAIL": "course@localhost",
            "GIT_COMMITTER_NAME": "course", "GIT_COMMITTER_EMAIL": "course@localhost",
            "GIT_AUTHOR_DATE": FIXED_DATE, "GIT_COMMITTER_DATE": FIXED_DATE}
-    from .download.processes import run  # in its own process group, ended on every way out (not at top level: see above)
+    from .download.processes import git  # watched, in its own process group (not at top level: see above)
 
-    result = run(["git", *args], cwd=cwd, env=env, timeout=GIT_TIMEOUT_S)
-    if result.returncode != 0:
+    result = git(args, cwd=cwd, env=env, timeout=GIT_TIMEOUT_S, check=False)
+    if check and result.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout.strip()
 
@@ -196,11 +196,13 @@ def simulate_link(clone: str | Path, bytes_per_second: float | None = None, drop
     drop_after_bytes: the link "resets" after this many bytes of a transfer, `drops` times in all, leaving the partial
     file in .git/lfs/incomplete - where, as git-lfs does over HTTPS with a Range request, the next attempt resumes.
     """
+    from .download.clone import git_dir as find_git_dir
+
     clone = Path(clone)
-    git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], clone))
-    for key in (f"lfs.customtransfer.{LINK_AGENT}.path", f"lfs.customtransfer.{LINK_AGENT}.args",
-                f"lfs.customtransfer.{LINK_AGENT}.concurrent", "lfs.standalonetransferagent"):
-        subprocess.run(["git", "config", "--unset-all", key], cwd=clone, capture_output=True, timeout=60)
+    git_dir = find_git_dir(clone)
+    # Back to the direct link first (each fails harmlessly when it was not set).
+    _git(["config", "--remove-section", f"lfs.customtransfer.{LINK_AGENT}"], clone, check=False)
+    _git(["config", "--unset-all", "lfs.standalonetransferagent"], clone, check=False)
     state = git_dir / "practice-link.json"
     if bytes_per_second is None and drop_after_bytes is None:
         state.unlink(missing_ok=True)
@@ -215,10 +217,52 @@ def simulate_link(clone: str | Path, bytes_per_second: float | None = None, drop
     _git(["config", "lfs.standalonetransferagent", LINK_AGENT], clone)
 
 
+def interrupt_pull(clone: str | Path, timeout_s: float = 60.0) -> tuple[int, dict[str, int]]:
+    """Start `git lfs pull` for every LFS file of `clone` in the background, and kill it with SIGKILL - git, git-lfs
+    and the transfer agent at once, the way a lost SSH session or a reboot ends a download - as soon as one more file
+    is complete and another is part-way. Lesson 01's rehearsal of a resumed download: throttle the link first
+    (`simulate_link(clone, bytes_per_second=...)`), or the pull is over before it can be caught.
+
+    Returns (the pull's exit status: -9 for SIGKILL, {path: bytes on disk afterwards})."""
+    import signal
+
+    from .download import lfs_manifest, local_progress
+    from .download.processes import start, stop
+    from .errors import CourseError
+
+    clone = Path(clone)
+    manifest = lfs_manifest(clone)
+    had = {p for p, n in local_progress(clone, manifest=manifest).items() if n == manifest[p].size}
+    # Watched like every git command of the course: if this process dies mid-rehearsal, the pull is ended too.
+    process = start(["git", "lfs", "pull"], cwd=clone, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while process.poll() is None and time.monotonic() < deadline:
+            have = local_progress(clone, manifest=manifest)
+            completed = [p for p, n in have.items() if n == manifest[p].size and p not in had]
+            partial = [p for p, n in have.items() if 0 < n < manifest[p].size]
+            if completed and partial:
+                break
+            time.sleep(0.02)
+        if process.poll() is not None:
+            raise CourseError(f"The pull in {clone} ended (exit status {process.returncode}) before it could be "
+                              "interrupted half-way.",
+                              "slow the link down first: local_hub.simulate_link(clone, bytes_per_second=1_000_000)")
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGKILL)  # the whole process group at once: nothing gets to clean up
+        else:
+            process.kill()
+        process.wait(timeout=30)
+    finally:
+        stop(process)  # on every way out (an error, the stop button) nothing is left running; a no-op once it is gone
+    return process.returncode, local_progress(clone, manifest=manifest)
+
+
 def link_log(clone: str | Path) -> list[dict]:
     """What the simulated link transferred: one {oid, from_byte, to_byte, dropped} per transfer, oldest first."""
-    git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], Path(clone)))
-    log = git_dir / "practice-link.log"
+    from .download.clone import git_dir
+
+    log = git_dir(clone) / "practice-link.log"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 

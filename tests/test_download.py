@@ -40,7 +40,8 @@ from helpers.download import (
 )
 from helpers.errors import CourseError
 from helpers.units import format_bytes
-from helpers.local_hub import build_practice_repo, link_log, lfs_store, read_safetensors_header, simulate_link
+from helpers.local_hub import (build_practice_repo, interrupt_pull, link_log, lfs_store, read_safetensors_header,
+                               simulate_link)
 
 POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
@@ -264,27 +265,14 @@ def test_killed_git_lfs_pull_resumes_and_finishes_verified(clone):
     the complete file is not fetched again and the partial one continues from where it stopped."""
     manifest = lfs_manifest(clone)
     simulate_link(clone, bytes_per_second=1_000_000)
-    process = subprocess.Popen(["git", "lfs", "pull"], cwd=clone, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            have = local_progress(clone, manifest=manifest)
-            complete = [p for p, n in have.items() if n == manifest[p].size]
-            partial = [p for p, n in have.items() if 0 < n < manifest[p].size]
-            if complete and partial:
-                break
-            assert process.poll() is None, "the pull finished before it could be interrupted"
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # git, git-lfs and the transfer agent, like a lost SSH session
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-    have = local_progress(clone, manifest=manifest)
+    code, have = interrupt_pull(clone)  # SIGKILL to git, git-lfs and the transfer agent, like a lost SSH session
+    assert code == -signal.SIGKILL and have == local_progress(clone, manifest=manifest)
+    assert _processes_in(clone) == []
     complete = {manifest[p].oid for p, n in have.items() if n == manifest[p].size}
     partial = {manifest[p].oid: n for p, n in have.items() if 0 < n < manifest[p].size}
     assert complete and partial and not all(s.ok for s in verify(clone))
     transfers_before = len(link_log(clone))
+    simulate_link(clone, bytes_per_second=50_000_000)  # still through the logged link, no longer slowed down
 
     report = pull(clone, progress=False)
 
@@ -572,6 +560,77 @@ def test_a_second_pull_of_the_same_clone_is_refused_with_the_first_ones_pid(clon
     assert pull(clone, include=["tokenizer*"], progress=False).ok
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/cwd"), reason="finding processes by folder needs Linux's /proc")
+def test_a_short_git_command_outlives_no_killed_caller(tmp_path):
+    """Every git command on a clone runs watched, not only clone and pull: here `git checkout` in `restore_pointer`,
+    held up by a post-checkout hook (as git-lfs's clean filter holds up `git add` for minutes on a big clone), while
+    the Python process that called it is killed with SIGKILL. The watchdog ends git and the hook at once."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "--quiet", str(repo)], check=True, timeout=60)
+    (repo / "a.txt").write_text("committed")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@localhost"}
+    hooks = repo / ".git" / "hooks"  # named in the clone's own config: a global core.hooksPath must not hide the hook
+    for command in (["config", "core.hooksPath", str(hooks)], ["add", "a.txt"], ["commit", "--quiet", "-m", "a"]):
+        subprocess.run(["git", *command], cwd=repo, env=env, check=True, timeout=60, capture_output=True)
+    hook = hooks / "post-checkout"
+    hooks.mkdir(exist_ok=True)
+    hook.write_text("#!/bin/sh\necho started > .git/hook-started\nexec sleep 60\n")
+    hook.chmod(0o755)
+    caller = subprocess.Popen([sys.executable, "-c", WITHOUT_TORCH + "from helpers.download import restore_pointer\n"
+                               f"restore_pointer({str(repo)!r}, 'a.txt')"])
+    try:
+        deadline = time.monotonic() + 30
+        while not (repo / ".git" / "hook-started").exists():
+            assert caller.poll() is None and time.monotonic() < deadline, "git checkout never reached its hook"
+            time.sleep(0.02)
+        assert any(p.endswith(" git") for p in _processes_in(repo))
+    finally:
+        caller.kill()
+        caller.wait(timeout=30)
+    assert _wait_until_gone(repo, STOP_GRACE_S + 3) == [], "git kept running after its caller was killed"
+
+
+def test_lesson_01_is_not_rebuilt_under_a_running_pull(tmp_path, capsys):
+    """claim_folder deletes the lesson's folder, clone included: not while a pull (from a terminal) or git works there."""
+    import fcntl
+
+    from helpers.download import claim_folder, locks
+
+    folder = tmp_path / "lesson01"
+    lock_file = folder / "clone" / ".git" / pulling.LOCK_FILE
+    lock_file.parent.mkdir(parents=True)
+    (folder / "clone" / "shard.safetensors").write_bytes(b"downloaded")
+    with open(lock_file, "a+") as held:  # what `python -m helpers.download pull` holds while it runs
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(json.dumps({"pid": 4242, "host": locks.socket.gethostname(), "what": "a pull in lesson01/clone",
+                               "since": "today"}))
+        held.flush()
+        with pytest.raises(CourseError, match="a pull in lesson01/clone is running") as error:
+            claim_folder(folder, "lesson 01")
+    assert "pid 4242" in str(error.value) and "kill 4242" in error.value.fix and "move the clone out" in error.value.fix
+    assert (folder / "clone" / "shard.safetensors").read_bytes() == b"downloaded"  # nothing deleted
+    assert locks.holder_of(lock_file) is None  # that pull ended: its lock is free, though its file still names it
+
+    if os.path.exists("/proc/self/cwd"):  # git at work in the clone, without the course's lock
+        git = subprocess.Popen(["git", "-c", "alias.hold=!sleep 30", "hold"], cwd=folder / "clone",
+                               start_new_session=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not download.git_processes_in(folder) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with pytest.raises(CourseError, match="git is running there") as error:
+                claim_folder(folder, "lesson 01")
+            assert str(git.pid) in str(error.value) and (folder / "clone" / "shard.safetensors").exists()
+        finally:
+            os.killpg(git.pid, signal.SIGKILL)
+            git.wait(timeout=30)
+    try:
+        assert claim_folder(folder, "lesson 01") == folder and not any(folder.iterdir())  # nothing at work: rebuilt
+    finally:
+        locks.release(tmp_path / ".lesson01.lock")
+
+
 # ------------------------------------------------------------------------------ the verified cache (#18 item 14)
 
 
@@ -616,6 +675,36 @@ def test_the_cache_never_records_a_file_that_changed_while_it_was_hashed(tmp_pat
     assert download.file_state(tmp_path, "w.bin", pointer, cache=cache).ok and cache.entries == {}
 
 
+def test_windows_never_trusts_the_verified_cache(tmp_path, monkeypatch):
+    """There st_ctime is the creation time: a rewrite keeps it, so (size, mtime, ctime, inode) cannot vouch for bytes."""
+    from helpers.download import integrity
+
+    target = tmp_path / "w.bin"
+    target.write_bytes(b"weights" * 100)
+    pointer = LFSPointer(oid=integrity.sha256_of(target), size=target.stat().st_size)
+    cache = download.VerifiedCache(tmp_path / "cache.json")
+    cache.record("w.bin", target, pointer, cache.key(target, pointer))
+    assert cache.hit("w.bin", target, pointer)  # here, on POSIX, it vouches
+    with monkeypatch.context() as windows:
+        windows.setattr(integrity.os, "name", "nt")
+        assert not cache.hit("w.bin", target, pointer)
+        cache.entries = {}
+        cache.record("w.bin", target, pointer, cache.key(target, pointer))
+        assert cache.entries == {}  # nor does it record anything there
+
+
+def test_no_git_installed_is_named_with_the_fix(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "clone"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no git anywhere on PATH
+    for call in (lambda: download.require_clone(folder), lambda: verify(folder), lambda: pull(folder, progress=False),
+                 lambda: lfs_manifest(folder)):
+        with pytest.raises(CourseError, match="git is not installed") as error:  # never a raw FileNotFoundError
+            call()
+        assert "git-lfs" in error.value.fix and "apt-get install git git-lfs" in error.value.fix
+    assert download.main(["verify", str(folder)]) == 2 and "git is not installed" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------- not a clone, no folder (#18 item 16)
 
 
@@ -643,15 +732,22 @@ def test_pull_and_verify_name_a_folder_that_is_not_a_clone(tmp_path, capsys):
 # ------------------------------------------------------------------ damaged weights and load_model (#18 item 15)
 
 
-def test_load_model_verify_catches_a_bit_flip_among_the_tensor_bytes(clone):
+def test_load_model_verify_catches_a_bit_flip_among_the_tensor_bytes(clone, monkeypatch, capsys):
     assert pull(clone, progress=False).ok
     shard = clone / SHARDS[0]
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0x01  # tensor bytes: the header is intact, so only the sha256 can see it
     shard.write_bytes(bytes(data))
     assert download.safetensors_problem(shard) is None
-    with pytest.raises(CourseError, match="checksum mismatch") as error:
-        helpers.load_model(clone, verbose=False, verify=True)
-    assert SHARDS[0] in str(error.value) and "download.pull" in error.value.fix
+    for verify_argument in ({}, {"verify": True}):  # by default too: the cache vouches for the others, this one is hashed
+        with pytest.raises(CourseError, match="checksum mismatch") as error:
+            helpers.load_model(clone, verbose=False, **verify_argument)
+        assert SHARDS[0] in str(error.value) and "download.pull" in error.value.fix
+    # More unvouched bytes than a load hashes by itself: it loads, and says in one line what it did not check, and how.
+    monkeypatch.setattr("helpers.loading.AUTO_VERIFY_MAX_BYTES", 1000)
+    capsys.readouterr()
+    helpers.load_model(clone, verbose=False)
+    said = capsys.readouterr().out
+    assert said.count("\n") == 1 and "1 of the 4 LFS files" in said and "NOT checked" in said and "verify=True" in said
     assert pull(clone, progress=False).ok
     helpers.load_model(clone, verbose=False, verify="full")  # repaired: every byte hashed, all match

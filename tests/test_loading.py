@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
-from transformers import AutoConfig, GraniteMoeConfig
+from transformers import GraniteMoeConfig
 
 import helpers
 from helpers.errors import CourseError
@@ -27,11 +28,6 @@ def fake_hardware(device="cpu", gpus=(), ram_gb=16.0):
 
 T4 = ("Tesla T4", (7, 5), 15.0)
 H100 = ("NVIDIA H100 80GB HBM3", (9, 0), 80.0)
-
-
-@pytest.fixture(scope="module")
-def grok2_plan():
-    return plan_memory(AutoConfig.from_pretrained(helpers.GROK2_RELEASED_CONFIG), "xai-org/grok-2")
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +127,16 @@ def test_refuses_grok2_here_before_downloading():
         helpers.load_model(profile="grok-2")
 
 
+def test_the_tokenizer_is_the_one_the_plan_resolved():
+    plan = helpers.plan_load()
+    assert plan.source == helpers.get_profile().model_id and plan.tokenizer_source == helpers.get_profile().tokenizer_id
+    # The plan wins over a name: nothing is resolved again (that name does not exist).
+    tokenizer = helpers.load_tokenizer("nowhere/no-such-model", plan=plan)
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token_id == 0
+    without = replace(plan, tokenizer_source=None)  # no tokenizer of its own: the model's folder
+    assert helpers.load_tokenizer(plan=without).vocab_size == tokenizer.vocab_size
+
+
 def test_loads_the_tiny_model_for_the_profile():
     model = helpers.load_model(verbose=False)
     tokenizer = helpers.load_tokenizer()
@@ -169,6 +175,21 @@ def test_verify_needs_a_clone(tmp_path):
         helpers.load_model(tmp_path / "model", verbose=False, verify=True)
     with pytest.raises(CourseError, match="needs a git clone"):  # a folder inside another repository is not one either
         helpers.load_model(helpers.TINY_MODEL_DIR, verbose=False, verify="full")
+
+
+def test_the_default_check_of_a_clone_says_what_it_could_not_check(tmp_path, monkeypatch, capsys):
+    """load_model's default (verify="auto") on a copied clone where git is missing: it says so in one line and goes on
+    (loading needs no git); a folder that is no clone is not checked at all (nothing holds its sha256s)."""
+    from helpers.loading import check_checksums_if_cheap
+
+    clone = tmp_path / "copied-clone"
+    (clone / ".git").mkdir(parents=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    check_checksums_if_cheap(clone, verbose=False)
+    said = capsys.readouterr().out
+    assert said.count("\n") == 1 and "not checked against their sha256" in said and "git is not installed" in said
+    check_checksums_if_cheap(tmp_path, verbose=False)  # no .git: nothing to check against, no git needed, nothing said
+    assert capsys.readouterr().out == ""
 
 
 # --------------------------------------------------------------------- offline without being told (#18 item 18)

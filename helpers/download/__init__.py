@@ -7,7 +7,7 @@
     hub_download("xai-org/grok-2", folder, allow_patterns=[...])   # the faster way: huggingface_hub over HTTPS
 
 Works without torch or transformers: a learner can fetch weights on a machine that cannot run them.
-From a terminal (e.g. inside tmux, so that a closed laptop does not stop a 500 GB download):
+From a terminal (e.g. inside tmux, so that a closed laptop does not stop a download of hundreds of GB):
 
     python -m helpers.download pull  FOLDER [--include PATTERN ...] [--exclude PATTERN ...] [--rehash]
     python -m helpers.download verify FOLDER

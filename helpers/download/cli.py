@@ -1,6 +1,6 @@
 """The command line, `python -m helpers.download pull|verify FOLDER`: for real downloads, run in a terminal (inside
-tmux or screen, so that a closed laptop does not stop a 500 GB pull). SIGTERM and SIGHUP stop it like Ctrl-C: what
-arrived is kept, and no git or git-lfs process is left running."""
+tmux or screen, so that a closed laptop does not stop a pull of hundreds of GB). SIGTERM and SIGHUP stop it like
+Ctrl-C: what arrived is kept, and no git or git-lfs process is left running."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import CourseError
 from .failures import explain_failure, require_git_lfs
 from .pointers import POINTER_MAX_BYTES, LFSPointer
-from .processes import GIT_TIMEOUT_S, git, run
+from .processes import GIT_TIMEOUT_S, git
 
 SKIP_SMUDGE = {"GIT_LFS_SKIP_SMUDGE": "1", "GIT_TERMINAL_PROMPT": "0"}
 
@@ -53,7 +53,7 @@ def clone_without_weights(url: str, destination: str | Path, revision: str | Non
     if destination.exists() and any(destination.iterdir()):
         raise CourseError(f"{destination} exists and is not empty.", "choose a new folder, or delete this one if it is yours to delete")
     try:
-        git(["clone", "--quiet", url, str(destination)], env=SKIP_SMUDGE, timeout=3600, watched=True)
+        git(["clone", "--quiet", url, str(destination)], env=SKIP_SMUDGE, timeout=3600)
     except subprocess.CalledProcessError as error:
         raise explain_failure(error.stderr or error.stdout or "", f"git clone {url}") from error
     git(["lfs", "install", "--local"], cwd=destination)  # filters for this clone, even if `git lfs install` never ran
@@ -85,8 +85,7 @@ def lfs_manifest(repo: str | Path, revision: str = "HEAD") -> dict[str, LFSPoint
             small[blob] = small.get(blob, []) + [path]
     if not small:
         return {}
-    batch = run(["git", "cat-file", "--batch"], cwd=repo, input="\n".join(small).encode() + b"\n", text=False,
-                timeout=GIT_TIMEOUT_S, check=True).stdout
+    batch = git(["cat-file", "--batch"], cwd=repo, input="\n".join(small).encode() + b"\n", text=False).stdout
     manifest, offset = {}, 0
     while offset < len(batch):  # "<sha> blob <size>\n<content>\n" per object
         header_end = batch.index(b"\n", offset)
@@ -101,7 +100,11 @@ def lfs_manifest(repo: str | Path, revision: str = "HEAD") -> dict[str, LFSPoint
 
 def git_dir(repo: str | Path) -> Path:
     """The clone's .git folder, as an absolute path (a CourseError with the fix if `repo` is not a clone)."""
-    try:
+    plain = Path(repo).expanduser() / ".git"
+    if (plain / "HEAD").is_file() and (plain / "objects").is_dir():
+        # An ordinary clone, known without starting git: progress bars and polling loops ask many times a second.
+        return plain.resolve()
+    try:  # a worktree or submodule (.git is a file naming the real folder), a folder inside a clone, or no clone
         return Path(git(["rev-parse", "--absolute-git-dir"], cwd=repo).stdout.strip())
     except (subprocess.CalledProcessError, OSError):  # no such folder (OSError from the cwd), or not a repository
         require_clone(repo)
@@ -183,13 +186,21 @@ def clear_stale_index_lock(repo: str | Path, max_age_s: float = 600) -> bool:
     return True
 
 
+HASH_FLOOR_BYTES_PER_S = 20_000_000  # the slowest disk + sha256 a timeout allows for (a USB disk, a network share)
+
+
 def refresh_index(repo: Path, paths: list[str]) -> None:
     """Make git see verified files as unmodified. A git-lfs checkout killed half-way leaves index entries that record
     the pointer's size, and git takes a size change for a content change; re-adding a verified file stages exactly the
     committed pointer again (git-lfs's clean filter re-hashes it)."""
     if not paths:
         return
-    status = git(["status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=repo).stdout.splitlines()
+    # Both commands may run git-lfs's clean filter, which hashes whole files: allow for the bytes at a slow disk's
+    # pace rather than cut a legitimate re-hash of hundreds of GB short (both run watched, like every git command).
+    size = sum((Path(repo) / p).stat().st_size for p in paths if (Path(repo) / p).is_file())
+    timeout = GIT_TIMEOUT_S + size / HASH_FLOOR_BYTES_PER_S
+    status = git(["status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=repo,
+                 timeout=timeout).stdout.splitlines()
     stale = [line[3:] for line in status if line[:2] == " M"]
     if stale:
-        git(["add", "--", *stale], cwd=repo)
+        git(["add", "--", *stale], cwd=repo, timeout=timeout)

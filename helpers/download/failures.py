@@ -37,10 +37,21 @@ def git_lfs_install_help() -> str:
     return "install git-lfs - " + "; ".join(ways) + " - then run `git lfs install` once"
 
 
+def git_missing() -> CourseError:
+    """The error for a machine without git (no `git` on PATH): what to install, git and git-lfs, on each platform."""
+    return CourseError(
+        "git is not installed (no `git` program on PATH): clones, pulls and checks of a clone need git and git-lfs.",
+        "install git (Debian/Ubuntu: `sudo apt-get install git git-lfs`; Fedora/RHEL: `sudo dnf install git git-lfs`; "
+        "macOS: `brew install git git-lfs`; Windows: Git for Windows from git-scm.com, git-lfs included; conda: "
+        "`conda install -c conda-forge git git-lfs`), run `git lfs install` once, then restart Jupyter (or the "
+        "terminal) so that PATH includes them; files fetched with `hf download` need no git: check them with "
+        "`download.verify(folder, manifest=download.hub_manifest(repo_id))`")
+
+
 def require_git_lfs() -> str:
-    """git-lfs's version line, or a CourseError that says how to install it on each platform."""
+    """git-lfs's version line, or a CourseError that says how to install it (and git) on each platform."""
     if shutil.which("git") is None:
-        raise CourseError("git is not installed.", "install git (git-scm.com, or your package manager), then git-lfs")
+        raise git_missing()
     try:
         result = subprocess.run(["git", "lfs", "version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):

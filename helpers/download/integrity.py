@@ -10,6 +10,9 @@ it a new inode. So every change made *through the file system* is seen. What no 
 changing under the file system (a bit rotting on disk, bad RAM in the page cache): only hashing every byte again
 sees that - `verify()` always does, and so does `pull(rehash=True)` (`--rehash` on the command line). The price of the
 strict key: a file copied, restored from a backup or moved to another disk is hashed again once.
+
+On Windows the cache vouches for nothing: there `st_ctime` is the file's *creation* time, which a write does not change
+and which any program may set (SetFileTime), so the key cannot show that the bytes stayed the same; every check hashes.
 """
 
 from __future__ import annotations
@@ -79,12 +82,18 @@ class VerifiedCache:
         stat = target.stat()
         return [pointer.oid, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
+    @staticmethod
+    def trustworthy() -> bool:
+        """Can (size, mtime, ctime, inode) show that a file did not change here? Not on Windows, where ctime is the
+        creation time (see the module's docstring): there every file is hashed on every check."""
+        return os.name != "nt"
+
     def hit(self, path: str, target: Path, pointer: LFSPointer) -> bool:
-        return self.path is not None and self.entries.get(path) == self.key(target, pointer)
+        return self.path is not None and self.trustworthy() and self.entries.get(path) == self.key(target, pointer)
 
     def record(self, path: str, target: Path, pointer: LFSPointer, before: list) -> None:
         """Remember that `target` hashed right; `before` is its key taken before hashing (changed since: not kept)."""
-        if self.path is None or self.key(target, pointer) != before:
+        if self.path is None or not self.trustworthy() or self.key(target, pointer) != before:
             return
         self.entries[path] = before
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -138,8 +147,8 @@ def verify(folder: str | Path, paths: Iterable[str] | None = None, manifest: dic
 
 def safetensors_problem(path: str | Path) -> str | None:
     """What is wrong with a safetensors file's structure (truncated, damaged header, wrong length), or None.
-    Reads only the 8-byte length and the JSON header: cheap even for a 500 GB checkpoint. A flipped bit among the
-    tensor bytes is not seen here: only the sha256 (`verify`) sees that."""
+    Reads only the 8-byte length and the JSON header: cheap even for a checkpoint of hundreds of GB. A flipped bit among
+    the tensor bytes is not seen here: only the sha256 (`verify`) sees that."""
     path = Path(path)
     size = path.stat().st_size
     if size < 8:

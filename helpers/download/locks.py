@@ -111,16 +111,77 @@ def holding(lock: str | Path, what: str, busy: str, fix: str):
         release(lock)
 
 
+def holder_of(lock: str | Path) -> dict | None:
+    """Who holds the lock at `lock` now ({} if a live holder left no name), or None when nobody does. Takes nothing:
+    a free lock is locked and unlocked at once, its file left as it was."""
+    lock = Path(lock)
+    if not lock.is_file():
+        return None
+    if str(lock.resolve()) in _held:
+        return _read(lock) or {"pid": os.getpid()}
+    if fcntl is None:
+        return None
+    try:
+        handle = open(lock, "r")
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read(lock)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+CLAIM_SEARCH_DEPTH = 3  # how deep claim_folder looks for clones inside the folder it is about to delete
+
+
+def _busy_clones(folder: Path) -> tuple[list[str], list[int]]:
+    """What is at work on a git clone inside `folder`, in words, and the process ids: a `pull` holding its lock (one
+    started from a terminal with `python -m helpers.download pull`, or from another notebook), or git / git-lfs
+    processes running there."""
+    from .clone import git_processes_in
+
+    found, pids = [], []
+    for top, dirs, _files in os.walk(folder):
+        depth = len(Path(top).relative_to(folder).parts)
+        if ".git" in dirs:
+            holder = holder_of(Path(top) / ".git" / "course-pull.lock")  # pulling.LOCK_FILE (not imported: a cycle)
+            if holder is not None:
+                found.append(f"{holder.get('what') or 'a pull'} is running ({_describe(holder)})")
+                if isinstance(holder.get("pid"), int):
+                    pids.append(holder["pid"])
+        dirs[:] = [] if depth >= CLAIM_SEARCH_DEPTH else [d for d in dirs if d != ".git"]
+    running = git_processes_in(folder)
+    if running:
+        found.append(f"git is running there (pid {', '.join(map(str, running))})")
+        pids += running
+    return found, sorted(set(pids))
+
+
 def claim_folder(folder: str | Path, holder: str = "lesson 01") -> Path:
     """The lesson's own folder, emptied and recreated, locked for as long as this process (the notebook's kernel)
     lives: a second copy of the lesson in the same workspace is refused instead of deleting the first one's files
-    under it. Re-running the notebook in the same kernel is fine."""
+    under it, and so is a folder whose clone is being downloaded into (lesson 01 suggests running a long pull in a
+    terminal: deleting the clone under it would lose the download and break the pull). Re-running the notebook in the
+    same kernel is fine."""
     folder = Path(folder)
-    acquire(folder.parent / f".{folder.name}.lock", holder,
+    lock = folder.parent / f".{folder.name}.lock"
+    acquire(lock, holder,
             busy=f"another {holder} is running in this workspace ({folder.parent})",
-            fix=f"finish or stop that one first (in Jupyter: its notebook's Kernel > Shut Down Kernel), then run this "
-                f"cell again; or run this copy in its own workspace: set GROK2_COURSE_WORKSPACE=/another/folder "
-                f"before starting Jupyter")
+            fix="finish or stop that one first (in Jupyter: its notebook's Kernel > Shut Down Kernel), then run this "
+                "cell again; or run this copy in its own workspace: set GROK2_COURSE_WORKSPACE=/another/folder "
+                "before starting Jupyter")
+    busy, pids = _busy_clones(folder) if folder.is_dir() else ([], [])
+    if busy:
+        release(lock)  # this call's hold only: refused, it leaves things as they were
+        stop = f"Ctrl-C in its terminal, or `kill {' '.join(map(str, pids))}`" if pids else "Ctrl-C in its terminal"
+        raise CourseError(
+            f"{holder} starts by deleting and rebuilding {folder}, but {'; '.join(busy)}: deleting it now would "
+            "destroy that download under it.",
+            f"let it finish (a pull prints a summary when done) or stop it ({stop}), then run this cell again; it "
+            f"deletes the clone and what was downloaded into it: to keep them, first move the clone out of {folder}")
     shutil.rmtree(folder, ignore_errors=True)  # this lesson's own folder, nothing else
     folder.mkdir(parents=True)
     return folder

@@ -3,11 +3,13 @@
 Every command starts in its own session (so its own process group: git, the git-lfs it runs, git-lfs's transfer
 agents), and the whole group is ended on every way out of the call: a normal return, an exception, a timeout, Ctrl-C
 or the notebook's stop button, and SIGTERM / SIGHUP (the command line turns them into KeyboardInterrupt). A process
-killed with SIGKILL runs none of that, so the long, networked commands (`git clone`, `git lfs pull`) are started
-through `_watchdog.py`, a few-millisecond standard-library process that notices its starter's death (a pipe only the
-starter holds reaches end-of-file) and ends the group. Why not PR_SET_PDEATHSIG: it is Linux-only, reaches only the
-direct child (git, not the git-lfs it starts), fires when the starting *thread* ends, and needs a `preexec_fn`, which
-is unsafe in a process with threads (a Jupyter kernel).
+killed with SIGKILL runs none of that, so every git command on a clone is started through `_watchdog.py`, a
+few-millisecond standard-library process that notices its starter's death (a pipe only the starter holds reaches
+end-of-file) and ends the group. Short commands too: `git status` and `git add` run git-lfs's clean filter, which hashes
+whole files (minutes on hundreds of GB), and `git checkout` writes files; killed unwatched, each would run on holding
+`.git/index.lock`. Why not PR_SET_PDEATHSIG: it is Linux-only, reaches only the direct child (git, not the git-lfs it
+starts), fires when the starting *thread* ends, and needs a `preexec_fn`, which is unsafe in a process with threads
+(a Jupyter kernel).
 
 On Windows (no process groups of this kind) commands run as plain child processes, ended with terminate/kill.
 """
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-GIT_TIMEOUT_S = 600  # one short git command (checkout, ls-tree, status); clones and pulls are watched instead
+GIT_TIMEOUT_S = 600  # one short git command (checkout, ls-tree); clones, pulls and re-hashing get their own
 STOP_GRACE_S = 5.0  # SIGTERM, then this long for git-lfs to stop cleanly, then SIGKILL
 WATCHDOG = Path(__file__).with_name("_watchdog.py")
 POSIX = os.name == "posix"
@@ -31,10 +34,11 @@ _lifelines: dict[int, int] = {}  # pid of a watched command -> the write end of 
 _started: dict[int, subprocess.Popen] = {}  # commands still to be ended (an atexit hook ends them on a normal exit)
 
 
-def start(args: list[str], *, cwd: str | Path | None = None, env: dict | None = None, watched: bool = False,
+def start(args: list[str], *, cwd: str | Path | None = None, env: dict | None = None, watched: bool = True,
           stdin=subprocess.DEVNULL, stdout=None, stderr=None, text: bool = True) -> subprocess.Popen:
-    """`subprocess.Popen(args)` in a new process group; `watched`: through the watchdog (see the module's docstring).
-    End it with `stop` (or `finish` once it has exited), on every path."""
+    """`subprocess.Popen(args)` in a new process group, through the watchdog (see the module's docstring; `watched=False`
+    only for a command that cannot outlive this process anyway). End it with `stop` (or `finish` once it has exited),
+    on every path."""
     options = dict(cwd=cwd, env={**os.environ, **(env or {})}, stdin=stdin, stdout=stdout, stderr=stderr, text=text)
     if not POSIX:
         process = subprocess.Popen(args, **options)
@@ -59,13 +63,27 @@ def start(args: list[str], *, cwd: str | Path | None = None, env: dict | None = 
 
 
 def _group_alive(pgid: int) -> bool:
+    """Is any process of the group still running? Zombies do not count: a member whose parent died first waits, dead,
+    for init (or a container's first process) to reap it, which may take seconds, and signals reach it anyway."""
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:  # a reused id that is not ours: nothing of ours is left in it
         return False
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
@@ -110,7 +128,7 @@ def finish(process: subprocess.Popen) -> None:
 
 
 def run(args: list[str], *, cwd: str | Path | None = None, env: dict | None = None, timeout: float = GIT_TIMEOUT_S,
-        input: str | bytes | None = None, text: bool = True, watched: bool = False,
+        input: str | bytes | None = None, text: bool = True, watched: bool = True,
         check: bool = False) -> subprocess.CompletedProcess:
     """Like `subprocess.run(args, capture_output=True)`, in its own process group, ended on every path."""
     process = start(args, cwd=cwd, env=env, watched=watched, text=text,
@@ -129,9 +147,14 @@ def run(args: list[str], *, cwd: str | Path | None = None, env: dict | None = No
 
 
 def git(args: list[str], cwd: str | Path | None = None, env: dict | None = None, check: bool = True,
-        timeout: float = GIT_TIMEOUT_S, watched: bool = False) -> subprocess.CompletedProcess:
-    """`git ARGS` (text output captured); raises CalledProcessError on failure when `check`."""
-    return run(["git", *args], cwd=cwd, env=env, timeout=timeout, watched=watched, check=check)
+          timeout: float = GIT_TIMEOUT_S, input: str | bytes | None = None, text: bool = True) -> subprocess.CompletedProcess:
+    """`git ARGS`, watched (see the module's docstring), output captured; raises CalledProcessError on failure when
+    `check`, and a CourseError naming how to install git where there is none (not a raw FileNotFoundError)."""
+    if shutil.which("git", path=(env or {}).get("PATH", os.environ.get("PATH"))) is None:
+        from .failures import git_missing
+
+        raise git_missing()
+    return run(["git", *args], cwd=cwd, env=env, timeout=timeout, input=input, text=text, check=check)
 
 
 def stop_on_signals() -> None:

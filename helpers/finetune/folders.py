@@ -3,13 +3,18 @@ files the course did not write, and recovered on the next call after a kill.
 
 A folder is written in four moves, each a rename on one file system (atomic):
 
-    .NAME.tmp-PID-xxxx   written here (a kill leaves a half-written copy: removed on the next call)
-    .NAME.new-PID        renamed once complete
-    NAME -> .NAME.old-PID, then .NAME.new-PID -> NAME, then .NAME.old-PID is removed
+    .NAME.tmp-WRITER-xxxx   written here (a kill leaves a half-written copy: removed on the next call)
+    .NAME.new-WRITER        renamed once complete
+    NAME -> .NAME.old-WRITER, then .NAME.new-WRITER -> NAME, then .NAME.old-WRITER is removed
 
-A kill between two renames leaves `.NAME.new-PID` and perhaps `.NAME.old-PID` beside a missing NAME: the next call
-puts the complete new copy in place (or, if only the old one is there, gives it back) and says so. Leftovers of a
+A kill between two renames leaves `.NAME.new-WRITER` and perhaps `.NAME.old-WRITER` beside a missing NAME: the next
+call puts the complete new copy in place (or, if only the old one is there, gives it back) and says so. Leftovers of a
 process that is still running are left alone: it may be writing them now.
+
+WRITER is `PID@START`: the writer's process id and when that process started (Linux: clock ticks since boot, from
+/proc/PID/stat; elsewhere psutil's creation time in ms). A process id alone is not enough: ids are reused, and a
+leftover whose writer died would be taken for work in progress whenever another process got that id (on a busy
+machine, or after a reboot, for ever). A live process with that id but another start time is not the writer.
 """
 
 from __future__ import annotations
@@ -21,13 +26,43 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|new|old)-(?P<pid>\d+)(?:-[^/]*)?$")
+# `-PID` alone: names written before the start time was recorded (their writer is judged by its id only).
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|new|old)-(?P<pid>\d+)(?:@(?P<start>\d+))?(?:-[^/]*)?$")
 
 
-def _running(pid: int) -> bool:
-    """Another live process with this id (this process's own leftovers cannot be in progress: it is here)."""
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started, as digits that differ between two processes that had the same id; None if there is
+    no such process or it cannot be known here."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]  # field 22, starttime (the name in parentheses may hold spaces)
+    except (OSError, IndexError):
+        pass
+    if Path("/proc/self/stat").exists():
+        return None  # Linux, and no such process
+    try:
+        import psutil
+
+        return str(round(psutil.Process(pid).create_time() * 1000))
+    except Exception:  # psutil missing, no such process, access denied
+        return None
+
+
+def _writer() -> str:
+    """This process, as leftover names record it: PID@START (PID alone where the start time cannot be read)."""
+    pid = os.getpid()
+    start = _start_time(pid)
+    return f"{pid}@{start}" if start else str(pid)
+
+
+def _running(pid: int, start: str | None = None) -> bool:
+    """Is the writer that left this still running? Another live process with this id (this process's own leftovers
+    cannot be in progress: it is here), and, where the name records it, the same start time: otherwise the id was
+    reused and the writer is gone."""
     if pid == os.getpid():
         return False
+    if start is not None:
+        return _start_time(pid) == start
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,7 +95,7 @@ def recover_interrupted_writes(parent: str | Path, wanted: str | Callable[[str],
     leftovers: dict[str, list[tuple[str, Path]]] = {}
     for entry in parent.iterdir():
         found = _LEFTOVER.match(entry.name)
-        if found and entry.is_dir() and matches(found["name"]) and not _running(int(found["pid"])):
+        if found and entry.is_dir() and matches(found["name"]) and not _running(int(found["pid"]), found["start"]):
             leftovers.setdefault(found["name"], []).append((found["kind"], entry))
     order = {"tmp": 0, "new": 1, "old": 2}  # a complete new copy first; an old one only if nothing took its place
     notes = []
@@ -94,9 +129,9 @@ def write_directory_atomically(final: str | Path, write: Callable[[Path], None])
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     notes = recover_interrupted_writes(final.parent, final.name)
-    pid = os.getpid()
-    new, old = final.with_name(f".{final.name}.new-{pid}"), final.with_name(f".{final.name}.old-{pid}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{pid}-", dir=final.parent))
+    writer = _writer()
+    new, old = final.with_name(f".{final.name}.new-{writer}"), final.with_name(f".{final.name}.old-{writer}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{writer}-", dir=final.parent))
     try:
         write(staging)
         _make_readable(staging)
