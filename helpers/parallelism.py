@@ -1,14 +1,14 @@
-"""Tensor parallelism in the course: launch the tensor-parallel Grok 2 with torchrun from a notebook, compare it with
-one process, project its communication onto a real GPU server, and draw one layer split over the ranks.
+"""Tensor parallelism from a notebook: launch the tensor-parallel Grok 2 with torchrun, with a deadline and no process
+left behind, refuse up front what the ranks could not load, and read back what each rank computed, read and sent.
 
     run = run_tensor_parallel(released_dir, tp_size=8, input_ids=ids)     # torchrun --nproc-per-node 8 ..., for real
     reference = single_process_logits(released_dir, ids)                  # the same files, one process
-    max_logit_difference(run["correct"].logits, reference) <= LOGIT_TOLERANCE
-    projection = project_decode(grok_config, H100_SXM, gpus=8)              # a projection, from the config
+    max_abs_difference(run["correct"].logits, reference) <= LOGIT_TOLERANCE   # helpers.evaluation
 
-The model-side code (what each rank reads and computes) is `helpers.grok2.tensor_parallel`; this module adds what a
-lesson needs around it: the process launch (with a deadline, and no process left behind), the course's errors, the
-datasheet figures of `helpers.accelerators`, and the picture.
+The model-side code (what each rank reads and computes) is `helpers.grok2.tensor_parallel`; what the ranks send,
+projected onto GPUs, is `helpers.machines.communication`; the picture of one layer split over the ranks is
+`helpers.diagrams.draw_layer_split`. Backends: gloo is verified on CPU (the tests, lesson 02); the NCCL path (one GPU
+per rank) is written but not yet run on GPUs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from .accelerators import H100_SXM, Accelerator
 from .errors import CourseError
 from .grok2.configuration_grok2 import Grok2Config
 from .grok2.tensor_parallel import (
@@ -142,14 +141,31 @@ def check_tensor_parallel_run(checkpoint, tp_size: int, modes=("correct",)) -> N
         raise CourseError(f"{checkpoint} has no config.json: it is not a checkpoint folder.",
                           "save one with helpers.grok2.save_in_released_layout(model, folder), or point at your "
                           "download of xai-org/grok-2.")
+    _refuse_lfs_pointers(checkpoint)
     try:
-        config, slices = Grok2Config.from_pretrained(checkpoint), slice_count(checkpoint)
+        config = Grok2Config.from_pretrained(checkpoint)
+        slices = slice_count(checkpoint, config)
         check_tensor_parallel(config, tp_size, slices)
         for mode in modes:
             for rank in range(tp_size):
                 rank_files(checkpoint, rank_shard(config, tp_size, rank, slices, naive=mode == "naive"))
     except (TensorParallelError, MissingShardError) as error:
         raise CourseError(error.problem, error.fix) from None
+
+
+def _refuse_lfs_pointers(checkpoint: Path) -> None:
+    """A weight file still a Git LFS pointer (cloned without pulling it) would pass the ranks' check by name and kill
+    its rank with "HeaderTooLarge" once launched: name every such file here, before any process starts. Every file of
+    the released layout is read by some rank, so each is checked (a stat each, and at most 1 KB read of small ones)."""
+    from .download import read_pointer
+
+    pointers = [path.name for path in sorted(checkpoint.glob("pytorch_model-*-TP-*.safetensors"))
+                if read_pointer(path)]
+    if pointers:
+        shown = ", ".join(pointers[:6]) + (f" and {len(pointers) - 6} more" if len(pointers) > 6 else "")
+        include = ",".join(pointers) if len(pointers) <= 6 else "pytorch_model-*-TP-*.safetensors"
+        raise CourseError(f"{len(pointers)} file(s) in {checkpoint} are still Git LFS pointers, not weights: {shown}.",
+                          f"pull them in that folder: git lfs pull --include '{include}' (lesson 01).")
 
 
 def _our_worker(pid: int, output: Path) -> bool:
@@ -194,8 +210,9 @@ def _read_run(output: Path, tp_size: int, command: list[str], seconds: float) ->
 
 def run_tensor_parallel(checkpoint, tp_size: int, input_ids: torch.Tensor, modes=("correct",), new_tokens: int = 0,
                         then=(), timeout_s: float = DEFAULT_TIMEOUT_S, scratch_dir=None) -> TensorParallelRun:
-    """Run Grok 2 from a released-layout folder on `tp_size` processes under torchrun (gloo on CPU, NCCL where each
-    rank has a GPU) and read back the logits for `input_ids` and what each rank read and sent.
+    """Run Grok 2 from a released-layout folder on `tp_size` processes under torchrun and read back the logits for
+    `input_ids` and what each rank read and sent. Backend: gloo on CPU (verified: the tests, lesson 02); NCCL where
+    each rank has a GPU (written, not yet run on GPUs).
 
     `modes`: "correct" (rank r concatenates its share of the slice files) and/or "naive" (rank r reads TP-00r only,
     as SGLang's loader does; SGLang PR #36438 reports it), run one after the other. `then`: more runs by the same processes, as
@@ -283,175 +300,5 @@ def single_process_logits(checkpoint, input_ids: torch.Tensor, new_tokens: int =
     return logits, ids[:, input_ids.shape[1]:]
 
 
-def max_logit_difference(logits: torch.Tensor, reference: torch.Tensor) -> float:
-    return (logits.float() - reference.float()).abs().max().item()
-
-
-# ------------------------------------------------------------------------------------------- the projection
-
-
-def collectives_per_token(config, tp_size: int, bytes_per_value: int) -> dict[str, float]:
-    """What one token's forward pass sends, from the config: the formula the tiny model's counts check.
-
-    Per decoder layer two all-reduces of `hidden_size` values (attention output; experts + dense MLP); one more for
-    the vocabulary-parallel embedding; one all-gather of the logits, each rank contributing vocab / N of them.
-    """
-    hidden, layers = config.hidden_size, config.num_hidden_layers
-    return {
-        "all_reduces": 2 * layers + 1,
-        "all_gathers": 1,
-        "all_reduce_bytes_per_layer": 2 * hidden * bytes_per_value,
-        "all_reduce_bytes": (2 * layers + 1) * hidden * bytes_per_value,
-        "all_gather_bytes_per_rank": config.vocab_size // tp_size * bytes_per_value,
-    }
-
-
-@dataclass(frozen=True)
-class DecodeProjection:
-    """A PROJECTION for one decoded token (batch 1) on `gpus` GPUs of one kind: datasheet peaks and a public latency,
-    not a measurement. Times in seconds per token."""
-
-    accelerator: str
-    gpus: int
-    communication: dict  # collectives_per_token at bf16 activations
-    latency_bound_s: float  # every collective costs one small all-reduce's measured latency
-    bandwidth_bound_s: float  # ring all-reduce / all-gather bytes each GPU sends, over its link
-    memory_bound_s: float  # each GPU reads its 1/N of the active weights and of the KV cache, at peak bandwidth
-    weight_precision: str
-    context_tokens: int
-    latency_source: str
-    latency_s: float  # one small all-reduce (helpers.accelerators), the figure the latency bound multiplies
-    link_bandwidth: float  # bytes/s per GPU, one direction (helpers.accelerators)
-
-    @property
-    def with_communication_s(self) -> float:
-        """Memory bound plus the collectives' latency: a layer cannot start before the previous one's sum arrives."""
-        return self.memory_bound_s + max(self.latency_bound_s, self.bandwidth_bound_s)
-
-    def tokens_per_s(self, with_communication: bool = True) -> float:
-        return 1.0 / (self.with_communication_s if with_communication else self.memory_bound_s)
-
-    def summary(self) -> list[str]:
-        """The projection in a few lines, each labelled as what it is."""
-        from .units import format_bytes
-
-        c, us = self.communication, 1e6
-        return [
-            f"PROJECTION for one decoded token (batch 1) on {self.gpus} x {self.accelerator}, not a measurement:",
-            f"  sent per token: {c['all_reduces']} all-reduces of {format_bytes(c['all_reduce_bytes_per_layer'] / 2)} "
-            f"(2 per layer + the embedding) = {format_bytes(c['all_reduce_bytes'])}, and one all-gather of the logits "
-            f"({format_bytes(c['all_gather_bytes_per_rank'])} from each GPU)",
-            f"  latency-bound:   {self.latency_bound_s * us:7.0f} us per token "
-            f"({c['all_reduces'] + c['all_gathers']} collectives x {self.latency_s * us:.1f} us, one small all-reduce "
-            f"as measured in public)",
-            f"  bandwidth-bound: {self.bandwidth_bound_s * us:7.1f} us per token (what each GPU sends in ring "
-            f"all-reduces and the all-gather, over its {self.link_bandwidth / 1e9:.0f} GB/s link)",
-            f"  memory roofline ({self.weight_precision} weights, {self.context_tokens:,}-token context): "
-            f"{self.memory_bound_s * 1e3:.2f} ms per token = at most {self.tokens_per_s(False):.0f} tokens/s",
-            f"  with the all-reduces on the critical path: {self.with_communication_s * 1e3:.2f} ms = at most "
-            f"{self.tokens_per_s():.0f} tokens/s ({self.latency_bound_s / self.memory_bound_s:.0%} slower)",
-        ]
-
-
-def project_decode(config, accelerator: Accelerator = H100_SXM, gpus: int = 8, weight_precision: str = "fp8",
-                   context_tokens: int = 8192) -> DecodeProjection:
-    """Project Grok 2.5's decode step at tensor parallelism `gpus` (batch 1): memory roofline and communication."""
-    from .memory import BYTES_PER_PARAM, plan_memory
-
-    if accelerator.all_reduce_latency is None:
-        raise CourseError(f"helpers.accelerators has no public all-reduce latency for {accelerator.name}.",
-                          "project on H100_SXM, or add the figure with its source to helpers/accelerators.py.")
-    comm = collectives_per_token(config, gpus, bytes_per_value=2)  # activations travel in bf16
-    calls = comm["all_reduces"] + comm["all_gathers"]
-    ring = 2 * (gpus - 1) / gpus  # a ring all-reduce sends (and receives) 2(N-1)/N of the buffer per GPU
-    wire = comm["all_reduce_bytes"] * ring
-    wire += comm["all_gather_bytes_per_rank"] * (gpus - 1)  # an all-gather sends each slice to N-1 peers
-    plan = plan_memory(config, name="grok-2")
-    matrices = plan.active_params - plan.embedding_params  # of the embedding table one row per token is read
-    per_gpu = (matrices * BYTES_PER_PARAM[weight_precision] + plan.kv_cache_bytes(context_tokens)) / gpus
-    return DecodeProjection(accelerator.name, gpus, comm, calls * accelerator.all_reduce_latency,
-                            wire / accelerator.link_bandwidth, per_gpu / accelerator.memory_bandwidth,
-                            weight_precision, context_tokens, accelerator.all_reduce_source,
-                            accelerator.all_reduce_latency, accelerator.link_bandwidth)
-
-
-# ------------------------------------------------------------------------------------------- the picture
-
-
-def _heads(word: str, heads: tuple[int, int], span) -> str:
-    return f"{word}{'s' if heads[1] - heads[0] > 1 else ''} {span(*heads)}"
-
-
-def _layer_rows(config, tp_size: int, slices: int) -> list[tuple[str, str, str, list[str] | str]]:
-    """(row id, what, kind, one label per rank, or one label for a collective), from `rank_shard` itself."""
-    from .diagrams import ATTENTION, DENSE, EXPERT, NORM, ROUTER, SUM
-
-    shards = [rank_shard(config, tp_size, r, slices) for r in range(tp_size)]
-    span = lambda a, b: f"{a:,}-{b - 1:,}" if b - a > 1 else f"{a:,}"  # noqa: E731
-    hidden = f"{config.hidden_size:,} values per token"
-    return [
-        ("pre_attn_norm", "pre_attn_norm", NORM, ["a copy"] * tp_size),
-        ("q_proj", "q_proj: query heads\n(column-parallel)", ATTENTION, [_heads("head", s.q_heads, span) for s in shards]),
-        ("kv_proj", "k_proj, v_proj: KV heads\n(column-parallel)", ATTENTION,
-         [_heads("KV head", s.kv_heads, span) for s in shards]),
-        ("o_proj", "o_proj: input columns\n(row-parallel)", ATTENTION, [span(*s.o_columns) for s in shards]),
-        ("all_reduce_1", "all-reduce", SUM, f"all-reduce: sum the {tp_size} partial attention outputs ({hidden})"),
-        ("middle_norms", "post_attn_norm,\npre_moe_norm", NORM, ["a copy"] * tp_size),
-        ("router", "router (gate)", ROUTER, [f"{config.num_local_experts} experts, top {config.num_experts_per_tok}"]
-         * tp_size),
-        ("experts", "every expert: w1, w3 rows,\nw2 columns", EXPERT,
-         [f"{span(r * config.moe_intermediate_size // tp_size, (r + 1) * config.moe_intermediate_size // tp_size)}"
-          f"\nfiles TP-{','.join(f'{f:03d}' for f in s.slice_files)}" for r, s in enumerate(shards)]),
-        ("dense_mlp", "dense MLP: gate, up rows,\ndown columns", DENSE, [span(*s.mlp_rows) for s in shards]),
-        ("all_reduce_2", "all-reduce", SUM, f"all-reduce: sum the {tp_size} partial (experts + dense MLP) outputs "
-                                            f"({hidden})"),
-        ("post_moe_norm", "post_moe_norm", NORM, ["a copy"] * tp_size),
-    ]
-
-
-def draw_layer_split(config, tp_size: int = 8, slices: int | None = None, bytes_per_weight: int = 2):
-    """One decoder layer of `config` split over `tp_size` ranks, as `helpers.grok2.tensor_parallel` splits it: what
-    each rank holds and computes, and the two all-reduces. Every label comes from the config and `rank_shard`."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from .memory import grok2_parameter_breakdown
-    from .units import format_bytes
-
-    slices = slices or tp_size
-    rows = _layer_rows(config, tp_size, slices)
-    label_w, cell_w, cell_h = 2.6, 1.25, 0.78
-    figure, axis = plt.subplots(figsize=(label_w + tp_size * cell_w * 0.95, 0.55 * len(rows) + 1.6))
-    plt.close(figure)  # shown once, when a cell returns it
-    axis.set_axis_off()
-    axis.set_xlim(0, label_w + tp_size * cell_w)
-    axis.set_ylim(-len(rows) - 0.9, 0.9)
-    for r in range(tp_size):
-        axis.text(label_w + (r + 0.5) * cell_w, 0.35, f"rank {r}", ha="center", fontsize=9, weight="bold",
-                  gid=f"tp:rank:{r}")
-    for i, (row, what, colour, labels) in enumerate(rows):
-        y = -i - 0.5
-        axis.text(label_w - 0.1, y, what, ha="right", va="center", fontsize=8, gid=f"tp:what:{row}")
-        if isinstance(labels, str):  # a collective spans every rank
-            axis.add_patch(Rectangle((label_w + 0.03, y - cell_h / 2), tp_size * cell_w - 0.06, cell_h,
-                                     facecolor=colour, edgecolor="#c0392b", linewidth=1.6, gid=f"tp:{row}"))
-            axis.text(label_w + tp_size * cell_w / 2, y, labels, ha="center", va="center", fontsize=8.5,
-                      color="#c0392b", weight="bold", gid=f"tp:{row}:label")
-            continue
-        for r, label in enumerate(labels):
-            axis.add_patch(Rectangle((label_w + r * cell_w + 0.03, y - cell_h / 2), cell_w - 0.06, cell_h,
-                                     facecolor=colour, edgecolor="#444444", linewidth=0.8, gid=f"tp:{row}:{r}"))
-            axis.text(label_w + (r + 0.5) * cell_w, y, label, ha="center", va="center", fontsize=7,
-                      gid=f"tp:{row}:{r}:label")
-    parts = grok2_parameter_breakdown(config)
-    final_norm = config.hidden_size
-    layer = (sum(parts.values()) - parts["embeddings"] - parts["lm_head"] - final_norm) / config.num_hidden_layers
-    axis.set_title(f"One of {config.num_hidden_layers} decoder layers ({format_bytes(layer * bytes_per_weight)} in "
-                   f"{bytes_per_weight}-byte weights) on {tp_size} ranks: matrices split {tp_size} ways, norms and "
-                   f"router copied", fontsize=10)
-    return figure
-
-
 __all__ = ["LOGIT_TOLERANCE", "ModeRun", "TensorParallelRun", "torchrun_command", "check_tensor_parallel_run",
-           "run_tensor_parallel", "tiny_released_layout", "single_process_logits", "max_logit_difference", "collectives_per_token",
-           "DecodeProjection", "project_decode", "draw_layer_split"]
+           "run_tensor_parallel", "tiny_released_layout", "single_process_logits"]

@@ -94,5 +94,28 @@ def test_one_plan_one_margin():
     for precision in ("bf16", "fp8", "nf4"):
         needed = GROK.gpus_needed(h100, precision)
         assert GROK.margin_bytes(h100, needed, precision) >= 0 > GROK.margin_bytes(h100, needed - 1, precision)
+    # two "80 GB" H100s hold 80 GiB each: 4-bit Grok 2.5 and an 8K-token cache fit, with the planner's headroom
     two = diagrams.fit_grid(GROK, machines=(("H100", 2),), precisions=("nf4",))["nf4"][0]
-    assert not two.fits and "short by" in two.describe()
+    assert two.fits and "fits, with" in two.describe()
+    assert not diagrams.fit_grid(GROK, machines=(("H100", 1),), precisions=("nf4",))["nf4"][0].fits
+
+
+def test_layer_split_picture_is_drawn_from_the_config():
+    figure = diagrams.draw_layer_split(RELEASED)
+    gids = {a.get_gid() for a in figure.findobj() if a.get_gid()}
+    assert {f"tp:rank:{r}" for r in range(8)} <= gids and {"tp:all_reduce_1", "tp:all_reduce_2"} <= gids
+    labels = {a.get_gid(): a.get_text() for a in figure.findobj() if (a.get_gid() or "").endswith(":label")}
+    assert labels["tp:q_proj:7:label"] == "heads 56-63" and labels["tp:kv_proj:3:label"] == "KV head 3"
+    assert labels["tp:experts:1:label"] == "2,048-4,095\nfiles TP-001"
+    assert "8,192 values per token" in labels["tp:all_reduce_2:label"]
+
+
+def test_layer_split_picture_shows_shared_heads_and_refuses_what_the_split_refuses():
+    from helpers.grok2.tensor_parallel import TensorParallelError
+
+    labels = {a.get_gid(): a.get_text() for a in diagrams.draw_layer_split(TINY, tp_size=8).findobj()
+              if (a.get_gid() or "").endswith(":label")}
+    assert labels["tp:q_proj:0:label"] == labels["tp:q_proj:1:label"] == "head 0"  # 4 heads, 8 ranks: pairs share
+    assert labels["tp:o_proj:0:label"] == "0-7" and labels["tp:o_proj:1:label"] == "8-15"  # each its own columns
+    with pytest.raises(TensorParallelError, match="4 attention heads"):
+        diagrams.draw_layer_split(TINY, tp_size=3)

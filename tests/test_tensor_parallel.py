@@ -1,13 +1,17 @@
-"""Tensor-parallel Grok 2 (helpers.grok2.tensor_parallel, helpers.parallelism): real torchrun runs at TP 2 and 4 from
-the released layout, equal to one process; the naive TP 4 load caught; what each rank read and sent; the projection.
+"""Tensor-parallel Grok 2 (helpers.grok2.tensor_parallel, helpers.parallelism): real torchrun runs at TP 1, 2 and 4
+from the released layout, equal to one process; the naive TP 4 load caught; what each rank read and sent; the
+communication formula (helpers.machines.communication) and its projection.
 
 Each torchrun launch starts one Python per rank, and each imports torch and transformers (seconds per process on 2
-cores): that, not the tiny model, is what the two launches here cost. Everything else runs in this process.
+cores): that, not the tiny model, is what the launches here cost. So one launch of 4 processes runs TP 4 (correct and
+naive) and then TP 2 (two groups of 2 side by side), and one launch of 1 process runs TP 1. Everything else runs in
+this process.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,24 +20,22 @@ import torch
 import helpers
 from helpers.errors import CourseError
 from helpers.grok2 import Grok2Config, save_in_released_layout
+from helpers.download import LFSPointer
+from helpers.evaluation import max_abs_difference
 from helpers.grok2.tensor_parallel import (
     Collectives,
     MissingShardError,
+    RowParallelOutput,
     TensorParallelError,
     check_tensor_parallel,
     load_rank,
     parse_plan,
     rank_shard,
+    slice_count,
 )
-from helpers.parallelism import (
-    LOGIT_TOLERANCE,
-    collectives_per_token,
-    draw_layer_split,
-    max_logit_difference,
-    project_decode,
-    run_tensor_parallel,
-    single_process_logits,
-)
+from helpers.machines import plan_routes
+from helpers.machines.communication import bytes_sent_per_gpu, collectives_per_token, project_decode
+from helpers.parallelism import LOGIT_TOLERANCE, run_tensor_parallel, single_process_logits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NEW_TOKENS = 4
@@ -78,26 +80,39 @@ def _processes_under(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tp4(released, ids):
-    return run_tensor_parallel(released, 4, ids, modes=("correct", "naive"), new_tokens=NEW_TOKENS)
+    """One launch of 4 processes: TP 4 correct then naive (one group), then TP 2 correct and naive side by side."""
+    return run_tensor_parallel(released, 4, ids, modes=("correct", "naive"), new_tokens=NEW_TOKENS,
+                               then=[(2, ("correct", "naive"))])
 
 
-def test_tp2_under_torchrun_equals_one_process(released, ids, reference):
+def test_tp1_under_torchrun_equals_one_process(released, ids, reference):
     logits, tokens = reference
-    run = run_tensor_parallel(released, 2, ids, new_tokens=NEW_TOKENS)
+    run = run_tensor_parallel(released, 1, ids, new_tokens=NEW_TOKENS)  # --nproc-per-node 1: one rank, no peer
     correct = run["correct"]
-    assert run.backend == "gloo" and run.command.startswith("torchrun --standalone --nproc-per-node 2 -m ")
-    assert max_logit_difference(correct.logits, logits) <= LOGIT_TOLERANCE
+    assert run.backend == "gloo" and run.command.startswith("torchrun --standalone --nproc-per-node 1 -m ")
+    assert max_abs_difference(correct.logits, logits) <= LOGIT_TOLERANCE
+    assert torch.equal(correct.tokens, tokens) and correct.replicas_identical
+    (rank,) = correct.ranks  # one rank reads every file and sends nothing
+    assert len(rank["files"]) == COMMON + 3 * 8 and correct.collectives == []
+
+
+def test_tp2_under_torchrun_equals_one_process(tp4, reference):
+    logits, tokens = reference
+    correct = tp4.at(2, "correct")
+    assert tp4.backend == "gloo" and tp4.command.startswith("torchrun --standalone --nproc-per-node 4 -m ")
+    assert max_abs_difference(correct.logits, logits) <= LOGIT_TOLERANCE
     assert torch.equal(correct.tokens, tokens) and correct.replicas_identical
     for rank in correct.ranks:  # every TP-common file, and its own half of the slice files (4 of 8), nothing else
         mine = {f"pytorch_model-{n:05d}-TP-{s:03d}.safetensors" for n in (6, 7, 8)
                 for s in range(4 * rank["rank"], 4 * rank["rank"] + 4)}
         assert {f for f in rank["files"] if "-TP-common" not in f} == mine
         assert sum("-TP-common" in f for f in rank["files"]) == COMMON
+    assert max_abs_difference(tp4.at(2, "naive").logits, logits) > 1000 * LOGIT_TOLERANCE  # the group beside it
 
 
 def test_tp4_equals_one_process_and_each_rank_reads_its_share(released, tp4, reference):
     correct = tp4["correct"]
-    assert max_logit_difference(correct.logits, reference[0]) <= LOGIT_TOLERANCE
+    assert max_abs_difference(correct.logits, reference[0]) <= LOGIT_TOLERANCE
     assert torch.equal(correct.tokens, reference[1]) and correct.replicas_identical
     for name in ("pytorch_model-00000-TP-common.safetensors", "pytorch_model-00007-TP-005.safetensors"):
         # the embedding split by vocabulary rows, a slice file read by one rank only: each byte read exactly once
@@ -113,7 +128,7 @@ def test_naive_tp4_load_misses_half_of_every_expert_and_the_comparison_catches_i
         assert {f for f in rank["files"] if "-TP-common" not in f} == {
             f"pytorch_model-{n:05d}-TP-{rank['rank']:03d}.safetensors" for n in (6, 7, 8)}
     assert not any(f.endswith(f"-TP-{s:03d}.safetensors") for r in naive.ranks for f in r["files"] for s in range(4, 8))
-    assert max_logit_difference(naive.logits, reference[0]) > 1000 * LOGIT_TOLERANCE
+    assert max_abs_difference(naive.logits, reference[0]) > 1000 * LOGIT_TOLERANCE
 
 
 def test_bytes_all_reduced_are_counted_and_match_the_formula(tp4, ids):
@@ -146,13 +161,6 @@ def test_a_rank_that_fails_after_the_launch_stops_the_launch_and_leaves_no_proce
 
 
 # ---------------------------------------------------------------------------------------------- in this process
-
-
-def test_tp1_in_process_equals_one_process(released, ids, reference):
-    model, read = load_rank(released, 1, 0, Collectives())
-    assert max_logit_difference(model(ids), reference[0]) <= LOGIT_TOLERANCE
-    assert torch.equal(model.greedy(ids, NEW_TOKENS), reference[1])
-    assert len(read) == COMMON + 3 * 8 and not model.comm.sent  # one rank reads everything and sends nothing
 
 
 @pytest.mark.parametrize("config", [Grok2Config.from_pretrained(helpers.TINY_MODEL_DIR),
@@ -197,14 +205,46 @@ def test_then_must_fit_the_launch(released, ids):
         run_tensor_parallel(released, 4, ids, modes=("fast",))
 
 
-def test_missing_last_slice_files_are_caught_by_the_expert_width(released, ids, tmp_path):
+def test_missing_last_slice_files_are_counted_from_the_expert_width_and_named(released, ids, tmp_path):
     broken = tmp_path / "seven"
     shutil.copytree(released, broken)
-    for number in (6, 7, 8):
-        (broken / f"pytorch_model-{number:05d}-TP-007.safetensors").unlink()
-    with pytest.raises(CourseError, match="no whole number of 7 slice files") as error:
+    names = [f"pytorch_model-{number:05d}-TP-007.safetensors" for number in (6, 7, 8)]
+    for name in names:
+        (broken / name).unlink()
+    assert slice_count(broken) == 8  # the experts' width (64) over one slice's (8), not the 7 files left
+    with pytest.raises(CourseError, match=f"3 files are missing from {broken}: {', '.join(names)}; rank 0 of tensor "
+                                          f"parallelism 1 must read them") as error:
         run_tensor_parallel(broken, 1, ids)
-    assert "git lfs pull" in error.value.fix
+    assert f"git lfs pull --include '{','.join(names)}'" in error.value.fix
+    mismatched = Grok2Config.from_pretrained(broken)
+    mismatched.moe_intermediate_size = 60  # a config from another checkpoint: slices 8 wide do not divide 60
+    with pytest.raises(MissingShardError, match="not from one checkpoint"):
+        slice_count(broken, mismatched)
+
+
+def test_a_slice_file_still_an_lfs_pointer_is_named_before_launch(released, ids, tmp_path):
+    broken = tmp_path / "pointers"
+    shutil.copytree(released, broken)
+    pointer = LFSPointer(oid="0" * 64, size=(released / "pytorch_model-00006-TP-000.safetensors").stat().st_size)
+    for name in ("pytorch_model-00006-TP-000.safetensors", "pytorch_model-00007-TP-003.safetensors"):
+        (broken / name).write_text(pointer.text())  # a clone whose git lfs pull skipped these files
+    with pytest.raises(CourseError, match="2 file.* still Git LFS pointers, not weights: pytorch_model-00006-TP-000"
+                                          r"\.safetensors, pytorch_model-00007-TP-003\.safetensors") as error:
+        run_tensor_parallel(broken, 2, ids)  # refused before torchrun starts: no rank dies on "HeaderTooLarge"
+    assert ("git lfs pull --include 'pytorch_model-00006-TP-000.safetensors,pytorch_model-00007-TP-003.safetensors'"
+            in error.value.fix)
+    with pytest.raises(MissingShardError, match="00006-TP-000.safetensors is not a readable safetensors file"):
+        slice_count(broken)  # the rank's own check, without helpers.download (helpers.grok2 imports nothing else)
+
+
+def test_o_proj_columns_that_do_not_split_are_refused():
+    config = Grok2Config(num_attention_heads=4, num_key_value_heads=2, head_dim=5, hidden_size=20,
+                         intermediate_size=64, moe_intermediate_size=32, vocab_size=96, num_hidden_layers=1)
+    with pytest.raises(TensorParallelError, match=r"o_proj's 20 input columns \(4 heads x 5\) into 8 equal blocks"):
+        check_tensor_parallel(config, 8, 8)  # 8 is a multiple of the heads, but 20 columns do not split 8 ways
+    check_tensor_parallel(config, 4, 8)
+    with pytest.raises(ValueError, match="outside its heads' 5 output values"):
+        RowParallelOutput(torch.zeros(20, 3), offset=3, heads_width=5)  # would have dropped a column silently
 
 
 def test_too_few_kv_heads_for_the_size_is_refused():
@@ -241,16 +281,22 @@ def test_communication_projection_for_grok_2_on_8_h100():
     assert projection.bandwidth_bound_s < projection.latency_bound_s / 10  # at batch 1 latency, not bandwidth
     assert 200 < projection.tokens_per_s(with_communication=False) < 260  # lesson 06's FP8 memory roofline
     assert projection.tokens_per_s() < projection.tokens_per_s(with_communication=False)
+    assert f"({projection.latency_bound_s / projection.memory_bound_s:.0%} slower)" in projection.summary()[-1]
+    # the "% slower" and the time with communication use the same bound, the larger one, whichever it is
+    slow_link = replace(projection, bandwidth_bound_s=3 * projection.latency_bound_s)  # a link slow enough to dominate
+    assert slow_link.with_communication_s == slow_link.memory_bound_s + slow_link.bandwidth_bound_s
+    assert slow_link.slowdown == pytest.approx(slow_link.bandwidth_bound_s / slow_link.memory_bound_s)
+    assert f"({slow_link.slowdown:.0%} slower)" in slow_link.summary()[-1]
 
 
-def test_layer_split_picture_is_drawn_from_the_config():
-    figure = draw_layer_split(Grok2Config.from_pretrained(helpers.GROK2_RELEASED_CONFIG))
-    gids = {a.get_gid() for a in figure.findobj() if a.get_gid()}
-    assert {f"tp:rank:{r}" for r in range(8)} <= gids and {"tp:all_reduce_1", "tp:all_reduce_2"} <= gids
-    labels = {a.get_gid(): a.get_text() for a in figure.findobj() if (a.get_gid() or "").endswith(":label")}
-    assert labels["tp:q_proj:7:label"] == "heads 56-63" and labels["tp:kv_proj:3:label"] == "KV head 3"
-    assert labels["tp:experts:1:label"] == "2,048-4,095\nfiles TP-001"
-    assert "8,192 values per token" in labels["tp:all_reduce_2:label"]
+def test_the_machine_planner_charges_the_same_communication_formula():
+    config = Grok2Config.from_pretrained(helpers.GROK2_RELEASED_CONFIG)
+    route = plan_routes("8 x H100 80 GB").route("sglang-fp8-tp8")
+    (link,) = [m for m in route.memories if m.kind == "nvlink"]
+    assert link.read_per_token == bytes_sent_per_gpu(config, 8)  # embedding all-reduce and logits all-gather included
+    comm = collectives_per_token(config, 8, 2)
+    assert link.read_per_token == comm["all_reduce_bytes"] * 2 * 7 / 8 + comm["all_gather_bytes_per_rank"] * 7
+    assert bytes_sent_per_gpu(config, 1) == 0
 
 
 def test_no_process_of_these_tests_outlives_them(released):

@@ -21,13 +21,17 @@ So each layer costs two all-reduces of `hidden_size` values per token, and a who
 plus one all-gather (the logits). `Collectives` counts what is really sent.
 
 The released files are cut for N = 8. At N = 4 rank r must concatenate slices 2r and 2r+1 (here: `slice_files`). A
-loader that takes only TP-00r, as SGLang's glob `*-TP-{rank:03d}` does (SGLang PR #36438, Aug 2026, reports it and
-proposes the fix), leaves half of every expert unread and gives wrong logits without an error: every tensor name is
-found, only its width is short (`naive=True` reproduces it, for the lesson).
+loader that takes only TP-00r, as SGLang's glob `*-TP-{rank:03d}` does (reported in SGLang PR #36438, Aug 2026, still
+open), leaves half of every expert unread and gives wrong logits without an error: every tensor name is found, only
+its width is short (`naive=True` reproduces it, for the lesson).
 
-Fewer query heads than ranks (the tiny model has 4): the rule SGLang applies to KV heads is applied to query heads
-too: ranks share a head (each computes it) and each takes its own block of o_proj's input columns. Grok 2.5 (64 query
-heads, 8 KV heads) never needs it at N <= 8.
+Fewer query heads than ranks (the tiny model has 4 query heads, 2 KV heads, at N = 8): this code shares them, ranks
+computing the same head and each taking its own block of o_proj's input columns, the rule SGLang applies to KV heads
+only. SGLang itself asserts `total_num_heads % tp_size == 0` and would refuse the tiny model at N = 8; Grok 2.5 (64
+query heads, 8 KV heads) never needs the sharing at N <= 8.
+
+Backends: gloo on CPU, verified (tests/test_tensor_parallel.py, lesson 02); NCCL when every rank has a GPU, written
+but not yet run on GPUs.
 
 Run it with `torchrun --nproc-per-node N -m helpers.grok2.tensor_parallel --checkpoint DIR --inputs FILE --output DIR`
 (`main`); `helpers.parallelism.run_tensor_parallel` does that from a notebook and reads the results back.
@@ -117,8 +121,13 @@ class Collectives:
 class RowParallelOutput(nn.Module):
     """o_proj on one rank: its block of o_proj's input columns times the heads' output there (a partial sum)."""
 
-    def __init__(self, weight: torch.Tensor, offset: int):
+    def __init__(self, weight: torch.Tensor, offset: int, heads_width: int):
         super().__init__()
+        # The block must lie inside the output of the heads this rank computed (`heads_width` values per token); a
+        # block cut past it would be silently narrowed by the slice in `forward`, dropping o_proj columns.
+        if offset < 0 or weight.shape[1] == 0 or offset + weight.shape[1] > heads_width:
+            raise ValueError(f"o_proj columns {offset}..{offset + weight.shape[1] - 1} of this rank fall outside its "
+                             f"heads' {heads_width} output values: heads x head_dim does not split over the ranks")
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.offset = offset  # where this rank's columns start inside the output of the heads it computed
 
@@ -156,7 +165,8 @@ class TensorParallelLayer(nn.Module):
         _set(self.self_attn.v_proj, reader.read(attn + "v_proj.weight", 0, _times(shard.kv_heads, hd)), device, dtype)
         o_weight = reader.read(attn + "o_proj.weight", 1, shard.o_columns)
         self.self_attn.o_proj = RowParallelOutput(o_weight.to(device=device, dtype=dtype),
-                                                  shard.o_columns[0] - shard.q_heads[0] * hd)
+                                                  shard.o_columns[0] - shard.q_heads[0] * hd,
+                                                  local.num_attention_heads * hd)
         moe = prefix + "block_sparse_moe."
         _set(self.block_sparse_moe.gate, reader.read(moe + "gate.weight"), device, dtype)  # replicated
         for e, expert in enumerate(self.block_sparse_moe.experts):
@@ -254,7 +264,7 @@ def load_rank(folder: str | Path, tp_size: int, rank: int, comm: Collectives, na
               device="cpu", dtype: torch.dtype | None = None) -> tuple[TensorParallelGrok2, dict[str, int]]:
     """Rank `rank`'s share of the released checkpoint in `folder`: the model and {file: bytes read}."""
     config = Grok2Config.from_pretrained(folder)
-    shard = rank_shard(config, tp_size, rank, slice_count(folder), naive=naive)
+    shard = rank_shard(config, tp_size, rank, slice_count(folder, config), naive=naive)
     reader = RankReader(rank_files(folder, shard))
     try:
         dtype = dtype or _checkpoint_dtype(config)
@@ -359,15 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     watchdog = threading.Timer(args.deadline, os._exit, (124,))  # never outlive the deadline, even if a peer hangs
     watchdog.daemon = True
     watchdog.start()
-    # Every rank checks the whole plan (by file names, opening nothing) before joining: all refuse a bad size or a
-    # missing file with the same message, instead of one rank failing and the others waiting for it.
-    config, slices = Grok2Config.from_pretrained(args.checkpoint), slice_count(args.checkpoint)
+    # Every rank checks the whole plan (by file names, and one slice file's header) before joining: all refuse a bad
+    # size or a missing file with the same message, instead of one rank failing and the others waiting for it.
+    config = Grok2Config.from_pretrained(args.checkpoint)
+    slices = slice_count(args.checkpoint, config)
     for tp, per_group in plans:
         for mode in {m for modes in per_group for m in modes}:
             for other in range(tp):
                 rank_files(args.checkpoint, rank_shard(config, tp, other, slices, naive=mode == "naive"))
     backend = args.backend
-    if backend == "auto":
+    if backend == "auto":  # gloo is the path verified (on CPU); the NCCL branch has not yet run on GPUs
         backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world else "gloo"
     device = torch.device("cpu")
     if backend == "nccl":

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
-from .checkpoint import RELEASED_FILE_CONTENTS, SHARD_NAME, TENSOR_PARALLEL_FILES
+from .checkpoint import RELEASED_FILE_CONTENTS, SHARD_NAME, TENSOR_PARALLEL_FILES, expert_split_dim
 from .configuration_grok2 import Grok2Config
 
 
@@ -43,16 +43,21 @@ def _divides_or_multiple(count: int, tp_size: int) -> bool:
 
 def _unsplittable(config: Grok2Config, tp_size: int, slices: int) -> list[str]:
     """The parts of the model (or of its files) that `tp_size` ranks cannot share exactly."""
+    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     parts = [
-        (_divides_or_multiple(config.num_attention_heads, tp_size),
-         f"the {config.num_attention_heads} attention heads (each rank takes whole heads, or ranks share one)"),
-        (_divides_or_multiple(config.num_key_value_heads, tp_size),
-         f"the {config.num_key_value_heads} key/value heads (each rank takes whole KV heads, or ranks share one)"),
+        (_divides_or_multiple(heads, tp_size),
+         f"the {heads} attention heads (N must divide them, each rank taking whole heads, or be a multiple of them, "
+         f"ranks sharing a head)"),
+        (_divides_or_multiple(kv_heads, tp_size),
+         f"the {kv_heads} key/value heads (N must divide them, or be a multiple of them, ranks sharing a KV head)"),
+        # o_proj is row-parallel: each rank needs an equal block of its input columns, inside the heads it computed.
+        # Where ranks share a head, the block is a part of one head, so heads x head_dim must split N ways exactly.
+        ((heads * head_dim) % tp_size == 0,
+         f"o_proj's {heads * head_dim} input columns ({heads} heads x {head_dim}) into {tp_size} equal blocks"),
         (config.intermediate_size % tp_size == 0, f"the dense MLP's width {config.intermediate_size}"),
         (config.vocab_size % tp_size == 0, f"the vocabulary of {config.vocab_size} tokens"),
         (config.moe_intermediate_size % slices == 0,
-         f"the experts: their width {config.moe_intermediate_size} is no whole number of {slices} slice files (is the "
-         f"last slice file missing?)"),
+         f"the experts: their width {config.moe_intermediate_size} is no whole number of {slices} slice files"),
         (slices % tp_size == 0, f"the {slices} expert slice files (each rank concatenates {slices}/N whole files; "
                                 f"at N > {slices} some ranks would find no file, which is how SGLang fails at TP 16)"),
     ]
@@ -113,15 +118,35 @@ def rank_shard(config: Grok2Config, tp_size: int, rank: int, slices: int, naive:
 # ------------------------------------------------------------------------------------------------ the files
 
 
-def slice_count(folder: str | Path) -> int:
-    """How many TP-00N files the release cut the experts into (8 for xai-org/grok-2), from the file names only."""
-    ranks = {int(m.group(2)) for p in Path(folder).glob("pytorch_model-*-TP-*.safetensors")
-             if (m := SHARD_NAME.match(p.name)) and m.group(2) != "common"}
-    if not ranks:
+def slice_count(folder: str | Path, config: Grok2Config | None = None) -> int:
+    """How many TP-00N files the release cut the experts into (8 for xai-org/grok-2): the experts' width in the config
+    (`moe_intermediate_size`) over the width of one slice, read from the header of the first slice file found. So a
+    missing last file (TP-007) is still counted, and `rank_files` then names it; the file names alone would not."""
+    folder = Path(folder)
+    found = sorted((int(m.group(2)), int(m.group(1)), p) for p in folder.glob("pytorch_model-*-TP-*.safetensors")
+                   if (m := SHARD_NAME.match(p.name)) and m.group(2) != "common")
+    if not found:
         raise MissingShardError(f"{folder} holds no expert slice files (pytorch_model-00006-TP-000.safetensors ...).",
                                 "point at a folder in the released layout (helpers.grok2.save_in_released_layout "
                                 "writes one), with its weights pulled (git lfs pull).")
-    return max(ranks) + 1
+    config = config or Grok2Config.from_pretrained(folder)
+    path = found[0][2]
+    try:
+        with safe_open(path, framework="pt") as handle:  # the header only: names and shapes, no tensor data
+            name = next(iter(handle.keys()), None)
+            width = handle.get_slice(name).get_shape()[expert_split_dim(name)] if name else 0
+    except (SafetensorError, OSError) as error:  # a Git LFS pointer, a damaged file: a rank would die on it
+        raise MissingShardError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error}); "
+                                f"a Git LFS pointer not pulled yet?",
+                                f"pull it again in that folder: git lfs pull --include '{path.name}' (lesson 01).") \
+            from None
+    if not width or config.moe_intermediate_size % width:
+        raise MissingShardError(f"{path} holds expert slices {width} wide, which do not divide the experts' width "
+                                f"{config.moe_intermediate_size} in {folder / 'config.json'}: the files and the config "
+                                f"are not from one checkpoint.",
+                                "keep the config.json that came with these files, or write the folder again with "
+                                "helpers.grok2.save_in_released_layout(model, folder).")
+    return config.moe_intermediate_size // width
 
 
 def rank_files(folder: str | Path, shard: RankShard) -> list[Path]:
@@ -129,11 +154,17 @@ def rank_files(folder: str | Path, shard: RankShard) -> list[Path]:
     folder = Path(folder)
     names = [f"pytorch_model-{n:05d}-TP-common.safetensors" for n in RELEASED_FILE_CONTENTS if n not in TENSOR_PARALLEL_FILES]
     names += [f"pytorch_model-{n:05d}-TP-{s:03d}.safetensors" for n in TENSOR_PARALLEL_FILES for s in shard.slice_files]
-    for name in names:
-        if not (folder / name).is_file():
-            raise MissingShardError(f"{folder / name} is missing: rank {shard.rank} of tensor parallelism "
-                                    f"{shard.tp_size} must read it.",
-                                    f"pull it again in that folder: git lfs pull --include '{name}' (lesson 01).")
+    missing = [name for name in names if not (folder / name).is_file()]
+    if len(missing) == 1:
+        raise MissingShardError(f"{folder / missing[0]} is missing: rank {shard.rank} of tensor parallelism "
+                                f"{shard.tp_size} must read it.",
+                                f"pull it again in that folder: git lfs pull --include '{missing[0]}' (lesson 01).")
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        include = ",".join(missing) if len(missing) <= 6 else "pytorch_model-*-TP-*.safetensors"
+        raise MissingShardError(f"{len(missing)} files are missing from {folder}: {shown}; rank {shard.rank} of "
+                                f"tensor parallelism {shard.tp_size} must read them.",
+                                f"pull them again in that folder: git lfs pull --include '{include}' (lesson 01).")
     return [folder / name for name in names]
 
 
