@@ -27,8 +27,8 @@ LATER_VLLM = "0.25.0"  # the first vLLM release after the last one that serves G
 
 
 def commands() -> dict[str, engines.EngineCommand]:
-    released = engines.plan_deployment(gpu_memory_gb=80, gpus=8)
-    converted = engines.plan_deployment(gpu_memory_gb=141, gpus=8, released_layout=False)
+    released = engines.plan_deployment(gpu_memory_gib=80, gpus=8)
+    converted = engines.plan_deployment(gpu_memory_gib=141, gpus=8, released_layout=False)
     return {
         "sglang: official, 8 x 80 GB": engines.sglang_command(released),
         "sglang: + LoRA adapter, API key, context": engines.sglang_command(

@@ -2,10 +2,18 @@
 memory bandwidth, dense matrix rates, FP8 support, links), Apple's unified-memory chips, system-memory configurations
 (DDR4/DDR5 channels x transfer rate), PCIe generations, NVMe drives and the networks between nodes.
 
-    H100_SXM.memory_bytes / GB          # 80.0
+    H100_SXM.memory_bytes / GiB         # 80.0: an "80 GB" H100 holds 80 GiB
     ACCELERATORS["H200"].memory_bandwidth  # bytes/s, as the datasheet states it
     DDR5_5600_2CH.bandwidth              # 89.6e9: 2 channels x 8 bytes x 5600 MT/s
     PCIE["PCIe 4.0 x16"]                 # bytes/s, one direction
+
+**Memory sizes are binary.** HBM, GDDR and LPDDR chips are built in powers of two, so the "GB" of a GPU's or a Mac's
+memory on a datasheet is a GiB (2**30 bytes): an "80 GB" H100 has 80 GiB, 85.9e9 bytes. The course's own H100 shows
+it: its CUDA driver reported 85.0e9 bytes in all (`gpu_memory_GB` in benchmarks/results/lora-grok2-4b-cuda.json),
+79.2 GiB, a little under 80 GiB because the driver keeps some; 80e9 bytes would be less than the card has. Likewise an
+H200's 141 GB are 141 GiB (its driver reports about 140 GiB). Counted as 80e9, two H100s looked too small for 4-bit
+Grok 2.5 with an 8K-token KV cache; at their real size they hold it. Bandwidths and matrix rates, by contrast, are
+decimal (TB/s, GB/s, TFLOPS: `helpers.units`), like disks and file sizes.
 
 These are the vendors' peak figures: what a machine *could* do. What a machine really does is measured
 (`helpers.roofline.measure_ceilings`), and speed bounds computed from these figures are labelled as bounds.
@@ -15,11 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .units import GB
-
-TB_PER_S = 1e12  # datasheets give bandwidth in decimal TB/s and GB/s
-GB_PER_S = 1e9
-TFLOPS = 1e12
+from .units import GB_PER_S, TB_PER_S, TFLOPS, GiB  # noqa: F401  (the rate units are re-exported from here)
 
 # PCIe, one direction, x16: transfer rate (GT/s) x 16 lanes x line-code efficiency / 8 bits. Gen 3-5 use 128b/130b.
 # Source: PCI-SIG, https://pcisig.com/specifications (PCIe 3.0: 8 GT/s, 4.0: 16 GT/s, 5.0: 32 GT/s per lane).
@@ -32,7 +36,7 @@ PCIE_SOURCE = "https://pcisig.com/specifications (8 / 16 / 32 GT/s per lane for 
 @dataclass(frozen=True)
 class Accelerator:
     name: str
-    memory_bytes: float  # as sold, decimal GB
+    memory_bytes: float  # as sold: the datasheet's "GB" of memory are GiB (see the module docstring)
     memory_bandwidth: float  # bytes/s, peak
     bf16_flops: float  # dense 16-bit matrix rate (no sparsity), per second, peak: bf16, or fp16 where there is no bf16
     fp8: str  # "native": FP8 tensor cores; "weight-only": FP8 weights dequantized in the kernel (W8A16); "none"
@@ -66,7 +70,7 @@ class Accelerator:
 
 
 H100_SXM = Accelerator(
-    "H100 SXM 80GB", 80 * GB, 3.35 * TB_PER_S, 989 * TFLOPS, "native", "NVLink 4", 450 * GB_PER_S,
+    "H100 SXM 80GB", 80 * GiB, 3.35 * TB_PER_S, 989 * TFLOPS, "native", "NVLink 4", 450 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/h100/ (H100 SXM: 80 GB HBM3, 3.35 TB/s, BF16 1,979 TFLOPS with "
     "sparsity = 989 dense, FP8 3,958 with sparsity = 1,979 dense, INT8 3,958 TOPS with sparsity, NVLink 900 GB/s "
     "bidirectional, PCIe Gen5)",
@@ -74,34 +78,34 @@ H100_SXM = Accelerator(
     all_reduce_source="https://github.com/sgl-project/sglang/pull/2904 (8 x H100, one all-reduce of 4,096 fp32 "
     "values = 16 KiB, without CUDA graphs: 5.7 us with SGLang's custom all-reduce, 9.3 us with vLLM's)")
 H200_SXM = Accelerator(
-    "H200 SXM 141GB", 141 * GB, 4.8 * TB_PER_S, 989 * TFLOPS, "native", "NVLink 4", 450 * GB_PER_S,
+    "H200 SXM 141GB", 141 * GiB, 4.8 * TB_PER_S, 989 * TFLOPS, "native", "NVLink 4", 450 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/h200/ (141 GB HBM3e, 4.8 TB/s, BF16 1,979 TFLOPS with sparsity, "
     "FP8 3,958 with sparsity, NVLink 900 GB/s, PCIe Gen5)",
     fp8_flops=1979 * TFLOPS, int8_ops=1979 * TFLOPS, host_link="PCIe 5.0 x16")
 A100_SXM_80 = Accelerator(
-    "A100 SXM 80GB", 80 * GB, 2.039 * TB_PER_S, 312 * TFLOPS, "weight-only", "NVLink 3", 300 * GB_PER_S,
+    "A100 SXM 80GB", 80 * GiB, 2.039 * TB_PER_S, 312 * TFLOPS, "weight-only", "NVLink 3", 300 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/a100/ (80 GB HBM2e, 2,039 GB/s, BF16 312 TFLOPS dense, INT8 624 TOPS "
     "dense, NVLink 600 GB/s, PCIe Gen4); FP8 weight-only (W8A16, FP8 Marlin) from compute capability 7.5: "
     "https://docs.vllm.ai/en/stable/features/quantization/fp8/",
     int8_ops=624 * TFLOPS)
 A100_SXM_40 = Accelerator(
-    "A100 SXM 40GB", 40 * GB, 1.555 * TB_PER_S, 312 * TFLOPS, "weight-only", "NVLink 3", 300 * GB_PER_S,
+    "A100 SXM 40GB", 40 * GiB, 1.555 * TB_PER_S, 312 * TFLOPS, "weight-only", "NVLink 3", 300 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/a100/ (40 GB HBM2, 1,555 GB/s)",
     int8_ops=624 * TFLOPS)
 T4 = Accelerator(
-    "Tesla T4 16GB", 16 * GB, 320 * GB_PER_S, 65 * TFLOPS, "weight-only", "PCIe 3.0 x16", 16 * GB_PER_S,
+    "Tesla T4 16GB", 16 * GiB, 320 * GB_PER_S, 65 * TFLOPS, "weight-only", "PCIe 3.0 x16", 16 * GB_PER_S,
     "https://www.nvidia.com/en-us/data-center/tesla-t4/ (16 GB GDDR6, 320 GB/s, 65 TFLOPS FP16 mixed precision, "
     "130 INT8 TOPS; no bf16: compute capability 7.5, so the 16-bit rate is FP16); FP8 weight-only from 7.5: "
     "https://docs.vllm.ai/en/stable/features/quantization/fp8/",
     int8_ops=130 * TFLOPS, host_link="PCIe 3.0 x16")
 RTX_4090 = Accelerator(
-    "GeForce RTX 4090 24GB", 24 * GB, 1008 * GB_PER_S, 165.2 * TFLOPS, "native", "PCIe 4.0 x16 (no NVLink)",
+    "GeForce RTX 4090 24GB", 24 * GiB, 1008 * GB_PER_S, 165.2 * TFLOPS, "native", "PCIe 4.0 x16 (no NVLink)",
     PCIE["PCIe 4.0 x16"],
     "https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf (RTX 4090: 24 GB "
     "GDDR6X, 1,008 GB/s; dense BF16 with FP32 accumulate 165.2 TFLOPS, FP8 660.6, INT8 660.6 TOPS; PCIe Gen4 x16)",
     fp8_flops=660.6 * TFLOPS, int8_ops=660.6 * TFLOPS, datacenter=False)
 RTX_3090 = Accelerator(
-    "GeForce RTX 3090 24GB", 24 * GB, 936 * GB_PER_S, 71 * TFLOPS, "weight-only", "PCIe 4.0 x16", PCIE["PCIe 4.0 x16"],
+    "GeForce RTX 3090 24GB", 24 * GiB, 936 * GB_PER_S, 71 * TFLOPS, "weight-only", "PCIe 4.0 x16", PCIE["PCIe 4.0 x16"],
     "https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf (RTX 3090: 24 GB "
     "GDDR6X, 936 GB/s; dense BF16 with FP32 accumulate 71 TFLOPS, INT8 284 TOPS; PCIe Gen4 x16); compute capability "
     "8.6: FP8 weight-only, https://docs.vllm.ai/en/stable/features/quantization/fp8/",
@@ -126,7 +130,7 @@ class UnifiedMemoryChip:
     """An Apple chip whose CPU and GPU share one memory (Metal reads the weights where they lie)."""
 
     name: str
-    memory_bytes: float  # the largest configuration sold
+    memory_bytes: float  # the largest configuration sold (its "GB" are GiB, as for GPUs)
     memory_bandwidth: float  # bytes/s
     gpu_cores: int
     source: str
@@ -134,11 +138,11 @@ class UnifiedMemoryChip:
 
 
 M2_ULTRA = UnifiedMemoryChip(
-    "Apple M2 Ultra", 192 * GB, 800 * GB_PER_S, 76,
+    "Apple M2 Ultra", 192 * GiB, 800 * GB_PER_S, 76,
     "https://www.apple.com/newsroom/2023/06/apple-introduces-m2-ultra/ (up to 192 GB of unified memory, "
     "800 GB/s, up to 76 GPU cores)")
 M3_ULTRA = UnifiedMemoryChip(
-    "Apple M3 Ultra", 512 * GB, 819 * GB_PER_S, 80,
+    "Apple M3 Ultra", 512 * GiB, 819 * GB_PER_S, 80,
     "https://www.apple.com/mac-studio/specs/ (M3 Ultra: up to 512 GB of unified memory, 819 GB/s, up to 80 GPU cores)")
 APPLE_CHIPS: dict[str, UnifiedMemoryChip] = {"M2 Ultra": M2_ULTRA, "M3 Ultra": M3_ULTRA}
 # By default macOS lets the GPU wire about 75% of unified memory (Metal's recommendedMaxWorkingSetSize: 48 GiB on a

@@ -14,6 +14,7 @@ the versions the course pins; a release that moves a file makes them fail loudly
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -33,6 +34,22 @@ class Options:
     names: set[str]  # every option string the parser defines
     choices: dict[str, set[str]] = field(default_factory=dict)  # option -> accepted values, where the check needs them
     abbreviations: bool = True  # argparse accepts an unambiguous prefix of a long option
+
+
+def _per_release(read):
+    """Remember what `read(files, ...)` found in one release's files: a wheel does not change under its name, and
+    parsing SGLang's argument modules again for every command checked costs a second each time."""
+    found = {}
+
+    @functools.wraps(read)
+    def cached(files: EngineFiles, *args, **kwargs):
+        key = (files.spec.engine, str(files.archive), files.archive.stat().st_mtime_ns, args,
+               tuple(sorted(kwargs.items())))
+        if key not in found:
+            found[key] = read(files, *args, **kwargs)
+        return found[key]
+
+    return cached
 
 
 def _tree(files: EngineFiles, name: str) -> ast.Module:
@@ -70,6 +87,7 @@ def _add_argument_flags(tree: ast.Module) -> set[str]:
 # ------------------------------------------------------------------------------------------------ registry
 
 
+@_per_release
 def served(files: EngineFiles, architecture: str = ARCHITECTURE) -> Finding:
     """Does this release serve `architecture`? (Registered, its model file present; not 'previously supported'.)"""
     engine = files.spec.engine
@@ -120,6 +138,7 @@ def served(files: EngineFiles, architecture: str = ARCHITECTURE) -> Finding:
 # ----------------------------------------------------------------------------------------------- tokenizer
 
 
+@_per_release
 def reads_tok_json(files: EngineFiles) -> Finding:
     """Can this release load the release's `tokenizer.tok.json` (tiktoken format)?"""
     engine = files.spec.engine
@@ -189,6 +208,7 @@ def _choices(files: EngineFiles, name: str, table: str) -> set[str]:
     return set(_literal_strings(value)) if value is not None else set()
 
 
+@_per_release
 def options(files: EngineFiles) -> Options:
     """The options the engine's server command defines (and the accepted values the course's commands rely on)."""
     engine = files.spec.engine

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CourseError
+from .hardware import cpu_cores
 from .paths import REPO_ROOT
 
 
@@ -310,7 +311,7 @@ def build_llama_cpp(jobs: int | None = None, say=print) -> dict:
         return {"built": False, "bin": str(home / "bin")}
     compiler, generator = _build_tools()
     source = llama_cpp_source(download=True)
-    jobs = jobs or os.cpu_count() or 2
+    jobs = jobs or cpu_cores()  # the cores this process may use, not the machine's (containers, taskset)
     with _locked("build-llama.cpp"):
         if all(llama_cpp_binary(t) for t in LLAMA_CPP_TARGETS):
             return {"built": False, "bin": str(home / "bin")}

@@ -1,6 +1,6 @@
 """The production engines for Grok 2.5: each command at the engine version it was checked against, and the check.
 
-    deployment = plan_deployment(gpu_memory_gb=80, gpus=8)     # from the memory planner: how many GPUs, which TP
+    deployment = plan_deployment(gpu_memory_gib=80, gpus=8)    # from the memory planner: how many GPUs, which TP
     sglang = sglang_command(deployment)                         # the official path (facts 3.1), SGLang 0.5.23
     print(sglang.shell()); sglang.version                       # the version it was checked against
     vllm_command(deployment)                                    # vLLM 0.24.0: the last release that serves Grok 2
@@ -19,19 +19,30 @@ lesson 06 works against any of them: only `base_url` and `model` change. GGUF fi
 
 from __future__ import annotations
 
-import functools
+import re
 import shlex
 from dataclasses import dataclass, field
 
 from .engine_sources import ENGINES
 from .errors import CourseError
-from .units import GB
+from .units import GB, GiB
 
 # The released checkpoint's expert files are split for exactly 8 tensor-parallel ranks (facts 3.2).
 RELEASED_TP = 8
-SGLANG_TP_BUG = ("SGLang at TP < 8 on the released files silently loaded incomplete expert weights until SGLang PR "
-                 "#36438 (August 2026); other TP sizes need a re-packed checkpoint "
-                 "(helpers.grok2.convert_released_checkpoint).")
+# How SGLang 0.5.23's grok.py reads a Grok checkpoint at TP > 1 (read in its wheel): each rank globs
+# `*-TP-{rank:03d}.safetensors` and `*-TP-common.safetensors`, and falls back to the ordinary loader (every
+# *.safetensors) only when nothing matches; `load_presharded_moe` (a config attribute, True when absent) tells the
+# FusedMoE weight loader to copy each expert tensor as it is instead of cutting the rank's slice out of it. So on the
+# released files at TP 4 a rank reads one 2,048-wide slice where it needs 4,096, silently, and at TP 16 ranks 8-15
+# find no expert file. The one re-pack that serves every TP: whole experts in ordinary shards
+# (helpers.grok2.convert_released_checkpoint, the copy vLLM needs too), with `load_presharded_moe` turned off so that
+# SGLang cuts each rank's slice itself.
+SGLANG_PRESHARDED_OFF = '{"load_presharded_moe": false}'
+SGLANG_REPACK = ("helpers.grok2.convert_released_checkpoint(src, dst) (whole experts in ordinary shards, streamed; the "
+                 "same copy vLLM needs), served with --json-model-override-args '" + SGLANG_PRESHARDED_OFF + "' so "
+                 "that SGLang cuts each rank's expert slice itself")
+SGLANG_TP_BUG = ("SGLang at TP < 8 on the released files silently loads incomplete expert weights (reported in SGLang "
+                 "PR #36438, open; facts 3.2); another TP needs a re-packed checkpoint: " + SGLANG_REPACK + ".")
 SGLANG_DEFAULT_PORT = 30000
 VLLM_DEFAULT_PORT = 8000
 LLAMA_CPP_DEFAULT_PORT = 8080
@@ -53,12 +64,11 @@ LLAMA_CPP_DIFFERENCES = {
 # ============================================================================================ the hardware plan
 
 
-@functools.lru_cache(maxsize=1)
 def _grok2_plan():
     """The memory plan of the released Grok 2.5 config (shipped in data/; built on the meta device, once)."""
-    from .profiles import plan_profile
+    from .memory import grok2_released_plan
 
-    return plan_profile("grok-2")
+    return grok2_released_plan()
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ class Deployment:
     """How Grok 2.5 is laid out on a GPU node, from the memory planner (helpers.memory)."""
 
     gpus: int  # GPUs on the node
-    gpu_memory_gb: float
+    gpu_memory_gib: float  # per GPU, as sold: an "80 GB" GPU holds 80 GiB (helpers.accelerators)
     precision: str  # weight precision in GPU memory ("fp8": SGLang/vLLM quantize the bf16 checkpoint while loading)
     context_tokens: int
     gpus_needed: int  # by memory alone (weights + KV cache of one context, 90% of each GPU usable)
@@ -76,6 +86,7 @@ class Deployment:
     kv_cache_gb: float
     disk_gb: float  # the released bf16 checkpoint on disk
     notes: tuple[str, ...] = ()
+    released_layout: bool = True  # False: a converted checkpoint (whole experts), any TP
 
     def requirements(self) -> list[str]:
         return [
@@ -87,25 +98,31 @@ class Deployment:
         ]
 
 
-def plan_deployment(gpu_memory_gb: float = 80, gpus: int = 8, precision: str = "fp8", context_tokens: int = 8192,
+def plan_deployment(gpu_memory_gib: float = 80, gpus: int = 8, precision: str = "fp8", context_tokens: int = 8192,
                     released_layout: bool = True) -> Deployment:
-    """Decide the tensor-parallel size for Grok 2.5 on `gpus` GPUs of `gpu_memory_gb` from its real config.
+    """Decide the tensor-parallel size for Grok 2.5 on `gpus` GPUs of `gpu_memory_gib` each from its real config.
 
-    With the released (pre-sharded) files the answer is always 8 (SGLang's loader reads exactly 8 expert slices);
-    with a converted checkpoint (helpers.grok2.convert_released_checkpoint) it is the smallest power of two that holds
-    the weights and one context's KV cache.
+    `gpu_memory_gib`: the GPU's memory as sold, which counts in binary units (an "80 GB" H100 holds 80 GiB; pass
+    `helpers.accelerators.H100_SXM.memory_bytes / GiB` to take it from the datasheet entry). With the released
+    (pre-sharded) files the answer is always 8 (SGLang's loader reads exactly 8 expert slices); with a converted
+    checkpoint (helpers.grok2.convert_released_checkpoint) it is the smallest power of two that holds the weights and
+    one context's KV cache.
     """
+    if (isinstance(gpu_memory_gib, bool) or not isinstance(gpu_memory_gib, (int, float))
+            or not 0 < gpu_memory_gib <= 10_000):
+        raise CourseError(f"gpu_memory_gib must be a GPU's memory in GiB (0 to 10,000), got {gpu_memory_gib!r}.",
+                          "Give what the GPU is sold with: 80 for an \"80 GB\" H100 (its memory counts in GiB).")
     plan = _grok2_plan()
-    needed = plan.gpus_needed(gpu_memory_gb * GB, precision, context_tokens)
+    needed = plan.gpus_needed(gpu_memory_gib * GiB, precision, context_tokens)
     by_memory = plan.tensor_parallel_size(needed)
     notes = []
     if released_layout:
         if by_memory > RELEASED_TP:
             raise CourseError(
-                f"Grok 2.5 in {precision} needs about {needed} GPUs of {gpu_memory_gb:g} GB; the released checkpoint "
+                f"Grok 2.5 in {precision} needs about {needed} GPUs of {gpu_memory_gib:g} GiB; the released checkpoint "
                 f"runs at tensor parallelism {RELEASED_TP} only.",
-                "Use GPUs with more memory (8 x > 40 GB for FP8), or re-package the checkpoint for TP 16 "
-                "(as huihui-ai/grok-2 does for 16 Ascend NPUs).",
+                "Use GPUs with more memory (8 x > 40 GB for FP8), or re-pack the checkpoint for TP 16 (as "
+                f"huihui-ai/grok-2 does for 16 Ascend NPUs): {SGLANG_REPACK}.",
             )
         tp = RELEASED_TP
         if by_memory < RELEASED_TP:
@@ -113,17 +130,18 @@ def plan_deployment(gpu_memory_gb: float = 80, gpus: int = 8, precision: str = "
                          f"{RELEASED_TP}: {SGLANG_TP_BUG} TP stays {RELEASED_TP}.")
     else:
         tp = by_memory
-        notes.append("A converted checkpoint (ordinary shards) lets the engine choose any TP that divides the heads.")
+        notes.append("A converted checkpoint (whole experts in ordinary shards) lets the engine choose any TP that "
+                     "divides the heads.")
     if gpus < tp:
         raise CourseError(f"This plan needs {tp} GPUs and the node has {gpus}.",
                           f"Use a node with {tp} GPUs of > {plan.weight_bytes(precision) / GB / tp:.0f} GB, "
                           "or a GGUF quantization with llama.cpp on a large-memory machine (see lesson 06).")
     weights = plan.weight_bytes(precision)
-    return Deployment(gpus=gpus, gpu_memory_gb=gpu_memory_gb, precision=precision, context_tokens=context_tokens,
+    return Deployment(gpus=gpus, gpu_memory_gib=gpu_memory_gib, precision=precision, context_tokens=context_tokens,
                       gpus_needed=needed, tensor_parallel=tp, weights_gb=weights / GB,
                       weights_per_gpu_gb=weights / GB / tp,
                       kv_cache_gb=plan.kv_cache_bytes(context_tokens) / GB, disk_gb=plan.weight_bytes("bf16") / GB,
-                      notes=tuple(notes))
+                      notes=tuple(notes), released_layout=released_layout)
 
 
 # ================================================================================================== commands
@@ -141,6 +159,9 @@ class EngineCommand:
     notes: list[str] = field(default_factory=list)
     parser_argv_start: int = 0  # where the engine's own options begin in argv (after the program / module name)
     version: str = ""  # the engine release the command was checked against
+    # Shell lines to run first, e.g. one that finds the first part of a split GGUF and sets a variable; argv then
+    # refers to it as "$NAME" (printed in double quotes, so the shell expands it).
+    setup: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -159,6 +180,13 @@ class EngineCommand:
         return self.argv[self.parser_argv_start:]
 
     @property
+    def checked_against(self) -> str:
+        """'SGLang 0.5.23', 'vLLM 0.24.0', 'llama.cpp as vendored in llama-cpp-python 0.3.36': what the check read."""
+        if self.engine == "llama.cpp":
+            return f"llama.cpp as vendored in llama-cpp-python {self.version}"
+        return f"{ENGINE_NAMES[self.engine]} {self.version}"
+
+    @property
     def install(self) -> str:
         spec = ENGINES[self.engine]
         if self.engine == "llama.cpp":
@@ -168,21 +196,30 @@ class EngineCommand:
         return f"pip install {spec.package}=={spec.version}"
 
     def shell(self) -> str:
-        """The command, one option per line, ready to paste into a terminal."""
-        head = shlex.join(self.argv[: self.parser_argv_start])
+        """The command, one option per line, ready to paste into a terminal (after its setup lines, if any)."""
+        head = " ".join(_quote(word) for word in self.argv[: self.parser_argv_start])
         lines, options = [head], self.options
         i = 0
         while i < len(options):
             if i + 1 < len(options) and not options[i + 1].startswith("-"):
-                lines.append(shlex.join(options[i: i + 2]))
+                lines.append(f"{_quote(options[i])} {_quote(options[i + 1])}")
                 i += 2
             else:
-                lines.append(shlex.quote(options[i]))
+                lines.append(_quote(options[i]))
                 i += 1
-        return " \\\n    ".join(lines)
+        return "".join(line + "\n" for line in self.setup) + " \\\n    ".join(lines)
 
     def __str__(self) -> str:
         return self.shell()
+
+
+ENGINE_NAMES = {"sglang": "SGLang", "vllm": "vLLM", "llama.cpp": "llama.cpp"}
+_SHELL_VARIABLE = re.compile(r"\$[A-Z_][A-Z0-9_]*")
+
+
+def _quote(word: str) -> str:
+    """shlex.quote, except a lone shell variable ("$GROK2_GGUF", set by a setup line), which stays expandable."""
+    return f'"{word}"' if _SHELL_VARIABLE.fullmatch(word) else shlex.quote(word)
 
 
 def _lora_pairs(adapters: dict[str, str] | None) -> list[str]:
@@ -197,8 +234,14 @@ def sglang_command(deployment: Deployment | None = None, model_path: str = "/loc
     """The official SGLang command of the model card (facts 3.1), with the TP from the plan and a local bind.
 
     Two nodes (`nnodes=2`, `node_rank` 0 and 1, `dist_init_addr="HEAD_IP:PORT"`): the same command on each node, the
-    TP ranks spread over both; the released TP-8 layout allows 2 x 4 GPUs."""
+    TP ranks spread over both; the released TP-8 layout allows 2 x 4 GPUs. A deployment planned on a converted
+    checkpoint (`released_layout=False`: `model_path` is that copy) runs at its own TP, with SGLang told to cut the
+    whole experts itself (SGLANG_REPACK)."""
     deployment = deployment or plan_deployment()
+    if deployment.released_layout and deployment.tensor_parallel != RELEASED_TP:
+        raise CourseError(f"TP {deployment.tensor_parallel} on the released files: {SGLANG_TP_BUG}",
+                          f"keep TP {RELEASED_TP} on the released files, or plan on a converted checkpoint "
+                          "(plan_deployment(..., released_layout=False)) and pass its folder as model_path")
     if nnodes < 1 or not 0 <= node_rank < nnodes:
         raise CourseError(f"node_rank {node_rank} of {nnodes} nodes is impossible.", "use 0 <= node_rank < nnodes")
     if nnodes > 1 and not dist_init_addr:
@@ -212,6 +255,8 @@ def sglang_command(deployment: Deployment | None = None, model_path: str = "/loc
             "--attention-backend", "triton",
             "--host", host, "--port", str(port),
             "--served-model-name", served_model_name]
+    if not deployment.released_layout:
+        argv += ["--json-model-override-args", SGLANG_PRESHARDED_OFF]
     if nnodes > 1:
         argv += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--dist-init-addr", dist_init_addr]
     if context_length:
@@ -222,10 +267,15 @@ def sglang_command(deployment: Deployment | None = None, model_path: str = "/loc
         argv += ["--enable-lora", "--lora-paths", *_lora_pairs(adapters)]
     needs = [f"SGLang {SGLANG_VERSION} (`pip install sglang=={SGLANG_VERSION}`; the card asks for >= 0.5.1), CUDA GPUs",
              *deployment.requirements()]
-    notes = ["--quantization fp8 converts the bf16 weights to FP8 while loading: half the memory (~34 GB per GPU).",
+    notes = [f"--quantization {deployment.precision} converts the bf16 weights while loading: "
+             f"{deployment.weights_gb:.0f} GB of weights, {deployment.weights_per_gpu_gb:.1f} GB per GPU at TP "
+             f"{deployment.tensor_parallel}.",
              "--attention-backend triton: SGLang's Triton kernels implement Grok 2's attention cap and its length "
              "temperature.",
              *deployment.notes]
+    if not deployment.released_layout:
+        notes.append(f"--model is the converted checkpoint (whole experts) and --json-model-override-args "
+                     f"'{SGLANG_PRESHARDED_OFF}' makes SGLang cut each rank's expert slice itself: {SGLANG_REPACK}.")
     if not any("#36438" in note for note in notes):  # the plan's note already names it where memory allows TP < 8
         notes.append(f"Tensor parallelism: {SGLANG_TP_BUG}")
     return EngineCommand("sglang", argv, port, host, needs, notes, parser_argv_start=3)
@@ -265,7 +315,8 @@ def llama_cpp_command(gguf_path: str, *, host: str = LOCAL_HOST, port: int = LLA
                       alias: str = "grok-2", context_size: int = 8192, gpu_layers: int | str | None = None,
                       cpu_moe: bool = False, n_cpu_moe: int | None = None,
                       override_tensors: list[str] | None = None, threads: int | None = None,
-                      api_key_placeholder: str | None = None, binary: str = "llama-server") -> EngineCommand:
+                      api_key_placeholder: str | None = None, binary: str = "llama-server",
+                      setup: list[str] | None = None) -> EngineCommand:
     """llama.cpp's OpenAI-compatible `llama-server` for a GGUF file (chat template taken from the file, --jinja).
 
     GPU + system RAM ("hybrid"), checked against the vendored llama.cpp's common/arg.cpp:
@@ -273,7 +324,8 @@ def llama_cpp_command(gguf_path: str, *, host: str = LOCAL_HOST, port: int = LLA
     - `cpu_moe=True`: every layer's expert tensors stay in system RAM (`--cpu-moe`), the rest goes to the GPU;
     - `n_cpu_moe=N`: the experts of the first N layers stay in RAM (`--n-cpu-moe N`), the later ones go to the GPU;
     - `override_tensors`: `PATTERN=BUFFER` rules (`--override-tensor`, e.g. `blk\\.(1[0-9])\\.ffn_.*_exps=CPU`).
-    For a split GGUF (`...-00001-of-00003.gguf`) pass the first part: llama.cpp opens the others itself."""
+    For a split GGUF (`...-00001-of-00003.gguf`) pass the first part: llama.cpp opens the others itself.
+    `setup`: shell lines printed before the command (one that sets the variable `gguf_path` names, "$NAME")."""
     if cpu_moe and n_cpu_moe is not None:
         raise CourseError("cpu_moe and n_cpu_moe both place experts in RAM.",
                           "use cpu_moe=True for every layer, or n_cpu_moe=N for the first N layers")
@@ -305,7 +357,35 @@ def llama_cpp_command(gguf_path: str, *, host: str = LOCAL_HOST, port: int = LLA
     if cpu_moe or n_cpu_moe or override_tensors:
         notes.append("Experts kept in system RAM are read from RAM at every token: decoding is bound by RAM bandwidth "
                      "for those bytes (helpers.machines prices it).")
-    return EngineCommand("llama.cpp", argv, port, host, needs, notes, parser_argv_start=1)
+    return EngineCommand("llama.cpp", argv, port, host, needs, notes, parser_argv_start=1, setup=list(setup or []))
+
+
+GGUF_VARIABLE = "GROK2_GGUF"
+
+
+def unsloth_llama_cpp_command(quant: str, local_dir: str = "grok-2-GGUF", **options) -> EngineCommand:
+    """`llama_cpp_command` for one quantization of unsloth/grok-2-GGUF, as `hf download ... --local-dir local_dir`
+    lays it out (`helpers.gguf.unsloth_file(quant)`): --model is the file, or the first of its parts. Where the course
+    has not recorded how many parts a type has, the part count is part of the first file's name
+    (`...-00001-of-0000N.gguf`) and llama.cpp needs that exact name: a setup line finds it in the downloaded folder
+    and the command passes it as "$GROK2_GGUF" (llama.cpp never sees a pattern)."""
+    from .gguf import unsloth_download_command, unsloth_file
+
+    entry = unsloth_file(quant)
+    path = entry.first_part(local_dir)
+    setup = []
+    if path is None:
+        folder = "/".join(p for p in (local_dir.rstrip("/"), entry.folder) if p)
+        setup = [f"{GGUF_VARIABLE}=\"$(ls {shlex.quote(folder)}/{entry.first_part_name}*.gguf)\"   # the first of the "
+                 f"parts `{unsloth_download_command(quant, local_dir)}` brought"]
+        path = f"${GGUF_VARIABLE}"
+    command = llama_cpp_command(path, setup=setup, **options)
+    command.needs.append(f"the file: {unsloth_download_command(quant, local_dir)}")
+    if entry.parts is None:
+        command.notes.append(f"unsloth/grok-2-GGUF splits {quant} into parts named {entry.first_part_name}0000N.gguf; "
+                             "the course has not recorded N, so the first line finds the first part after the download "
+                             "and --model gets its exact name.")
+    return command
 
 
 def gguf_conversion_steps(model_path: str = "/local/grok-2", llama_cpp: str = "~/llama.cpp",

@@ -1,8 +1,11 @@
-"""Units of memory and disk, in one place: decimal GB (what disks, GPU datasheets and the hub count in) and binary
-GiB (what memory tools such as nvidia-smi and `free` print), one formatter, and one parser for sizes a learner types.
+"""Units of memory, disk and speed, in one place: decimal GB (what disks, file sizes and the hub count in) and binary
+GiB (what memory chips are built in: a GPU sold as "80 GB" or a "64 GB" DIMM holds 80 or 64 GiB, and nvidia-smi and
+`free` print GiB), the rates datasheets give (decimal TB/s, GB/s, TFLOPS), one formatter, and one parser for sizes a
+learner types.
 
     format_bytes(539e9)         # '539.0 GB (502.0 GiB)'
     format_bytes(539e9, binary=False)   # '539.0 GB'
+    format_bytes(85.9e9, unit="GB", decimals=1)   # '85.9 GB': one fixed unit, for lines that compare sizes
     parse_bytes("10GB")          # 10_000_000_000  (also "500 MiB", "1.5T", "123456")
 
 Needs nothing but the standard library: `helpers.download` uses it on machines without PyTorch.
@@ -20,6 +23,11 @@ KiB = 1024
 MiB = 1024**2
 GiB = 1024**3
 TiB = 1024**4
+# Rates as datasheets state them: decimal, per second.
+TB_PER_S = 1e12
+GB_PER_S = 1e9
+TFLOPS = 1e12
+GFLOPS = 1e9
 
 _UNITS = {
     "": 1, "b": 1,
@@ -30,10 +38,21 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 MAX_SIZE_TEXT = 64  # characters: a size is short; anything longer is refused before it is parsed
 
 
-def format_bytes(n: float, binary: bool = True) -> str:
+FIXED_UNITS = {"bytes": 1, "kB": KB, "MB": MB, "GB": GB, "TB": TB, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB}
+
+
+def format_bytes(n: float, binary: bool = True, *, unit: str | None = None, decimals: int = 1) -> str:
     """A size in the unit that reads best, with the binary equivalent beside it from 1 GB up ('539.0 GB (502.0 GiB)').
 
-    binary=False drops the GiB part (progress lines, where the decimal figure is enough)."""
+    binary=False drops the GiB part (progress lines, where the decimal figure is enough). `unit` ("GB", "GiB", any of
+    FIXED_UNITS) prints every size in that one unit with `decimals` decimals and nothing beside it ('85.9 GB'): for
+    lines and tables whose sizes are compared with each other."""
+    if unit is not None:
+        if unit not in FIXED_UNITS:
+            raise ValueError(f"unit must be one of {', '.join(FIXED_UNITS)}, not {unit!r}.")
+        if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 6:
+            raise ValueError(f"decimals must be a whole number from 0 to 6, not {decimals!r}.")
+        return f"{float(n) / FIXED_UNITS[unit]:,.{decimals}f} {unit}"
     n = float(n)
     if n < KB:
         return f"{n:,.0f} bytes"
@@ -66,4 +85,6 @@ def parse_bytes(text: str | int, what: str = "size") -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-__all__ = ["KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB", "format_bytes", "parse_bytes"]
+__all__ = ["KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB", "TB_PER_S", "GB_PER_S", "TFLOPS", "GFLOPS",
+           "FIXED_UNITS",
+           "format_bytes", "parse_bytes"]

@@ -17,27 +17,43 @@ from helpers.paths import REPO_ROOT
 
 @pytest.fixture(scope="module")
 def released():
-    return engines.plan_deployment(gpu_memory_gb=80, gpus=8)
+    return engines.plan_deployment(gpu_memory_gib=80, gpus=8)
 
 
 def test_released_checkpoint_runs_at_tp_8_even_when_memory_allows_less(released):
     assert released.gpus_needed == 4 and released.tensor_parallel == 8
     assert any("split in 8" in note and "#36438" in note for note in released.notes)
+    # the PR is open (facts 3.2): the text must not say the bug was fixed
+    assert "until" not in engines.SGLANG_TP_BUG and "PR #36438, open" in engines.SGLANG_TP_BUG
+    assert "convert_released_checkpoint" in engines.SGLANG_REPACK
+    assert engines.SGLANG_PRESHARDED_OFF in engines.SGLANG_REPACK
     assert 33 < released.weights_per_gpu_gb < 40  # FP8: "~34 GB per GPU", hence the card's "> 40 GB" GPUs
     assert round(released.disk_gb) == 539
 
 
+def test_gpu_memory_is_given_in_gib_as_sold():
+    """An "80 GB" GPU holds 80 GiB: the plan counts 80 * 2**30 bytes, the H100's datasheet entry."""
+    from helpers.accelerators import H100_SXM
+    from helpers.units import GiB
+
+    assert engines.plan_deployment(gpu_memory_gib=H100_SXM.memory_bytes / GiB).gpus_needed == \
+        engines._grok2_plan().gpus_needed(H100_SXM.memory_bytes, "fp8", 8192)
+    for bad in (0, -80, "80", True, 1e9):
+        with pytest.raises(helpers.CourseError, match="gpu_memory_gib"):
+            engines.plan_deployment(gpu_memory_gib=bad)
+
+
 def test_plans_that_cannot_work_are_refused():
     with pytest.raises(helpers.CourseError, match="tensor parallelism 8 only"):
-        engines.plan_deployment(gpu_memory_gb=24, gpus=16)  # would need 16 x 24 GB
+        engines.plan_deployment(gpu_memory_gib=24, gpus=16)  # would need 16 x 24 GB
     with pytest.raises(helpers.CourseError, match="needs 8 GPUs and the node has 4"):
-        engines.plan_deployment(gpu_memory_gb=80, gpus=4)
+        engines.plan_deployment(gpu_memory_gib=80, gpus=4)
 
 
 def test_converted_checkpoint_takes_the_tp_from_memory():
-    assert engines.plan_deployment(gpu_memory_gb=141, gpus=8, released_layout=False).tensor_parallel == 4
-    assert engines.plan_deployment(gpu_memory_gb=80, gpus=8, released_layout=False).tensor_parallel == 4
-    assert engines.plan_deployment(gpu_memory_gb=48, gpus=8, released_layout=False).tensor_parallel == 8
+    assert engines.plan_deployment(gpu_memory_gib=141, gpus=8, released_layout=False).tensor_parallel == 4
+    assert engines.plan_deployment(gpu_memory_gib=80, gpus=8, released_layout=False).tensor_parallel == 4
+    assert engines.plan_deployment(gpu_memory_gib=48, gpus=8, released_layout=False).tensor_parallel == 8
 
 
 # ----------------------------------------------------------------------------------------------- the commands
@@ -55,11 +71,42 @@ def test_sglang_command_is_the_model_cards(released):
     assert any("#36438" in note for note in command.notes)  # where tensor parallelism is discussed
     with_lora = engines.sglang_command(released, adapters={"mine": "/a/mine"})
     assert with_lora.argv[-3:] == ["--enable-lora", "--lora-paths", "mine=/a/mine"]
+    assert command.checked_against == f"SGLang {engine_sources.ENGINES['sglang'].version}"
+    assert any(f"{released.weights_per_gpu_gb:.1f} GB per GPU" in note for note in command.notes)
     two = engines.sglang_command(released, nnodes=2, node_rank=1, dist_init_addr="10.0.0.1:5000")
     assert two.argv[two.argv.index("--nnodes"):][:6] == ["--nnodes", "2", "--node-rank", "1", "--dist-init-addr",
                                                           "10.0.0.1:5000"]
     with pytest.raises(helpers.CourseError, match="first node's address"):
         engines.sglang_command(released, nnodes=2, node_rank=0)
+
+
+def test_sglang_at_another_tp_serves_the_converted_checkpoint(released):
+    """The one re-pack recipe for TP != 8: whole experts (convert_released_checkpoint) with load_presharded_moe off,
+    so that SGLang 0.5.23's loader cuts each rank's slice; on the released files another TP is refused."""
+    from dataclasses import replace
+
+    converted = engines.plan_deployment(gpu_memory_gib=141, gpus=8, released_layout=False)
+    command = engines.sglang_command(converted, "/local/grok-2-converted")
+    argv = command.argv
+    assert argv[argv.index("--tp") + 1] == "4" and argv[argv.index("--model") + 1] == "/local/grok-2-converted"
+    assert argv[argv.index("--json-model-override-args") + 1] == engines.SGLANG_PRESHARDED_OFF
+    assert any("cut each rank's expert slice" in note for note in command.notes)
+    assert "'{\"load_presharded_moe\": false}'" in command.shell()
+    assert "--json-model-override-args" not in engines.sglang_command(released).argv
+    with pytest.raises(helpers.CourseError, match="(?s)TP 4 on the released files.*converted checkpoint"):
+        engines.sglang_command(replace(released, tensor_parallel=4))
+
+
+def test_sglang_reads_the_files_the_recipe_relies_on(engine_release):
+    """What SGLANG_REPACK relies on, read in the pinned wheel: presharded expert loading is a config attribute that
+    defaults to on, the TP-file glob falls back to every *.safetensors, and the weight loader cuts a rank's slice
+    only when the weights are not presharded."""
+    files = engine_release("sglang")
+    grok = files.read("sglang/srt/models/grok.py")
+    assert 'getattr(config, "load_presharded_moe", True)' in grok
+    assert '*-TP-{tp_rank:03d}.safetensors' in grok and "if not hf_weights_files:" in grok
+    layer = files.read("sglang/srt/layers/moe/fused_moe_triton/layer.py")
+    assert "if not self.use_presharded_weights:" in layer and "self.moe_tp_rank" in layer
 
 
 def test_vllm_command_names_the_last_release_that_serves_grok_2(released):
@@ -96,6 +143,20 @@ def test_llama_cpp_commands_for_gpu_ram_hybrids():
     assert "alvarobartt/grok-2-tokenizer" in steps[1] and "--outtype bf16" in steps[2] and steps[3].endswith("Q4_K_M")
 
 
+def test_unsloth_commands_open_the_downloaded_file_or_its_first_part():
+    single = engines.unsloth_llama_cpp_command("TQ1_0", gpu_layers=0)
+    assert single.argv[single.argv.index("--model") + 1] == "grok-2-GGUF/grok-2-UD-TQ1_0.gguf" and not single.setup
+    split = engines.unsloth_llama_cpp_command("IQ1_S", cpu_moe=True)
+    assert split.argv[split.argv.index("--model") + 1] == "$GROK2_GGUF"
+    assert split.setup[0].startswith('GROK2_GGUF="$(ls grok-2-GGUF/IQ1_S/grok-2-IQ1_S-00001-of-*.gguf)"')
+    shell = split.shell()
+    assert shell.startswith("GROK2_GGUF=") and '--model "$GROK2_GGUF"' in shell  # expanded by the shell, not quoted
+    assert any('--include "IQ1_S/*"' in need for need in split.needs)
+    assert any("has not recorded" in note for note in split.notes)
+    with pytest.raises(helpers.CourseError, match="no 'Q4_K_M' files"):
+        engines.unsloth_llama_cpp_command("Q4_K_M")
+
+
 # ------------------------------------------------------------------------------- checked in the engines' files
 
 
@@ -111,12 +172,14 @@ def test_every_pinned_engine_serves_grok_2_and_reads_its_tokenizer(engine, engin
 def test_commands_pass_the_check_of_the_version_they_name(released, engine_release):
     for engine in engine_sources.ENGINES:
         engine_release(engine)
-    converted = engines.plan_deployment(gpu_memory_gb=141, gpus=8, released_layout=False)
+    converted = engines.plan_deployment(gpu_memory_gib=141, gpus=8, released_layout=False)
     commands = [engines.sglang_command(released, adapters={"a": "/a"}, api_key_placeholder="$K", context_length=8192),
                 engines.sglang_command(released, nnodes=2, node_rank=1, dist_init_addr="10.0.0.1:5000"),
                 engines.vllm_command(converted, adapters={"a": "/a"}, api_key_placeholder="$K"),
                 engines.llama_cpp_command("/m.gguf", gpu_layers="all", n_cpu_moe=40, threads=8, api_key_placeholder="$K"),
                 engines.llama_cpp_command("/m.gguf", cpu_moe=True, override_tensors=[r"blk\.0\.ffn_up_exps=CPU"])]
+    commands += [engines.sglang_command(converted, "/local/grok-2-converted"),
+                 engines.unsloth_llama_cpp_command("IQ1_S", gpu_layers=65, n_cpu_moe=30)]
     for command in commands:
         check = engines.check_command(command)
         assert check.ok, (command.engine, check.problems)

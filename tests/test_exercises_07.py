@@ -3,7 +3,6 @@ is wrong. The right answers are the solution notebook's, in short."""
 
 from __future__ import annotations
 
-import pytest
 
 from helpers import exercises as E
 from helpers import machines
@@ -12,19 +11,12 @@ from helpers.exercises import lesson_07
 from helpers.machines.route import GPU_USABLE, sequential_bandwidth
 
 
-def rejects(check, *args, match: str):
-    with pytest.raises(E.ExerciseFailed) as caught:
-        check(*args)
-    message = str(caught.value)
-    assert message.startswith("❌") and match in message, message
-
-
 def starter_answer():
     fp8 = machines.engine_weights("fp8")
     return 8 * A100_SXM_80.memory_bandwidth / (fp8.active + fp8.shape.kv_bytes(8192))
 
 
-def test_07_starter():
+def test_07_starter(rejects):
     right = starter_answer()
     assert E.check_07_starter(right).passed
     rejects(E.check_07_starter, right / 8, match="one GPU")
@@ -35,7 +27,7 @@ def test_07_starter():
     rejects(E.check_07_starter, "139", match="should be a number")
 
 
-def test_07_practitioner():
+def test_07_practitioner(rejects):
     split, one_gpu, layers = lesson_07._practitioner_expected()
     n = split["n_cpu_moe"]
     assert 0 < n < layers and not one_gpu["always_on_fits"]  # the exercise needs both GPUs to make sense
@@ -54,7 +46,7 @@ def right_bound(machine, weights, n_cpu_moe, context):
     return 1 / (gpu / sequential_bandwidth(devices) + ram / machine.ram_bandwidth)
 
 
-def test_07_expert():
+def test_07_expert(rejects):
     assert E.check_07_expert(right_bound).passed
 
     def all_experts(machine, weights, n, context):

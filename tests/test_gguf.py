@@ -121,17 +121,30 @@ def test_unsloth_quantizations_are_known_and_approximations_say_so():
 
 
 def test_one_download_pattern_per_unsloth_quantization():
+    """Each pattern fetches its own type's file(s) of unsloth/grok-2-GGUF and nothing else, laid out as the table says:
+    TQ1_0 one file at the root (grok-2-UD-TQ1_0.gguf), every other type a folder of numbered parts."""
     from huggingface_hub.utils import filter_repo_objects
 
-    # Names as unsloth lays them out: single files at the top, larger ones as numbered parts in a folder per type.
-    files = [name for quant in hgguf.UNSLOTH_GROK2_QUANTS for name in
-             (f"grok-2-{quant}.gguf", f"{quant}/grok-2-{quant}-00001-of-00003.gguf")]
-    for quant in hgguf.UNSLOTH_GROK2_QUANTS:
+    assert set(hgguf.UNSLOTH_FILES) == set(hgguf.UNSLOTH_GROK2_QUANTS)
+    files = []
+    for quant, entry in hgguf.UNSLOTH_FILES.items():
+        if entry.parts == 1:
+            files.append(entry.first_part(""))
+        else:
+            files += [f"{entry.folder}/{entry.stem}-0000{k}-of-00003.gguf" for k in (1, 2, 3)]
+    files = [name.lstrip("/") for name in files]
+    for quant, entry in hgguf.UNSLOTH_FILES.items():
         command = hgguf.unsloth_download_command(quant)
         assert command.startswith("hf download unsloth/grok-2-GGUF --include ")
         pattern = command.split('"')[1]
-        assert set(filter_repo_objects(files, allow_patterns=[pattern])) == {
-            f"grok-2-{quant}.gguf", f"{quant}/grok-2-{quant}-00001-of-00003.gguf"}, quant
+        fetched = set(filter_repo_objects(files, allow_patterns=[pattern]))
+        assert fetched and all(name.split("/")[-1].startswith(entry.stem) for name in fetched), quant
+        assert len(fetched) == (entry.parts or 3), quant
+    tq1 = hgguf.unsloth_file("TQ1_0")
+    assert tq1.parts == 1 and tq1.folder == "" and tq1.stem == "grok-2-UD-TQ1_0" and tq1.dynamic
+    assert {q for q, e in hgguf.UNSLOTH_FILES.items() if not e.dynamic} == {"IQ1_S", "IQ4_XS"}
+    assert hgguf.unsloth_file("UD-Q2_K_XL").first_part("d") is None  # the part count is not recorded
+    assert hgguf.unsloth_file("UD-Q2_K_XL").first_part_name == "grok-2-UD-Q2_K_XL-00001-of-"
     with pytest.raises(helpers.CourseError, match="no 'Q4_K_M' files"):
         hgguf.unsloth_download_command("Q4_K_M")
 

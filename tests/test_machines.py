@@ -8,18 +8,25 @@ code, so a wrong formula in a route fails a test.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from fnmatch import fnmatch
 
 import pytest
 
 from helpers import accelerators as hw
-from helpers import machines
+from helpers import engines, gguf, machines
 from helpers.errors import CourseError
-from helpers.machines.gpu_routes import sglang_route, transformers_route, two_node_route
-from helpers.machines.llama_routes import hybrid_route, hybrid_split, llama_cpp_options
+from helpers.machines.communication import bytes_sent_per_gpu
+from helpers.machines.gpu_routes import CONVERTED_PATH, sglang_route, transformers_route, two_node_route
+from helpers.machines.llama_routes import (LOCAL_DIR, cpu_route, fastest_llama_cpp, hybrid_route, hybrid_split,
+                                           llama_cpp_options)
 from helpers.machines.route import GPU_USABLE, RAM_USABLE, sequential_bandwidth
-from helpers.machines.weights import CLASSES, engine_weights, gguf_quants, gguf_weights, grok2_plan
+from helpers.machines.weights import (APPROXIMATE_MARGIN, CLASSES, PER_LAYER, engine_weights, gguf_quants,
+                                      gguf_weights, grok2_config, grok2_plan)
+from helpers.paths import REPO_ROOT
+from helpers.units import GB, GiB
 
 CONTEXT = 8192
 
@@ -42,6 +49,18 @@ def test_every_datasheet_entry_names_its_source():
         assert "http" in entry.source, entry
 
 
+def test_gpu_memory_is_binary_as_the_driver_reports_it():
+    """An "80 GB" H100 holds 80 GiB: the course's own H100 reported 85.0e9 bytes (a little under 80 GiB, what the
+    driver keeps aside), more than 80e9. The same holds for every memory chip the course lists."""
+    assert hw.H100_SXM.memory_bytes == 80 * GiB and hw.H200_SXM.memory_bytes == 141 * GiB
+    assert hw.T4.memory_bytes == 16 * GiB and hw.RTX_4090.memory_bytes == 24 * GiB
+    assert hw.M2_ULTRA.memory_bytes == 192 * GiB
+    machine = json.loads((REPO_ROOT / "benchmarks" / "results" / "lora-grok2-4b-cuda.json").read_text())["machine"]
+    assert "H100 80GB" in machine["gpu"]
+    measured = machine["gpu_memory_GB"] * GB
+    assert 80e9 < measured <= hw.H100_SXM.memory_bytes and measured > 0.98 * hw.H100_SXM.memory_bytes
+
+
 def test_memory_and_pcie_bandwidths_are_the_products_they_claim():
     assert hw.DDR5_5600_2CH.bandwidth == 2 * 8 * 5600e6
     assert hw.DDR4_3200_16CH.bandwidth == 16 * 8 * 3200e6
@@ -49,6 +68,13 @@ def test_memory_and_pcie_bandwidths_are_the_products_they_claim():
     assert hw.RTX_3090.matrix_rate("int8") == hw.RTX_3090.int8_ops > hw.RTX_3090.bf16_flops
     assert hw.A100_SXM_80.matrix_rate("fp8") == hw.A100_SXM_80.bf16_flops  # weight-only FP8: 16-bit arithmetic
     assert hw.H100_SXM.matrix_rate("fp8") == hw.H100_SXM.fp8_flops > hw.H100_SXM.bf16_flops
+
+
+def test_one_list_of_tensor_classes_for_every_planner():
+    from helpers.memory import grok2_parameter_breakdown
+    from helpers.model_parts import TENSOR_CLASSES
+
+    assert tuple(grok2_parameter_breakdown(grok2_config())) == tuple(TENSOR_CLASSES) == CLASSES == gguf.CLASSES
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp8", "int8", "nf4"])
@@ -69,9 +95,69 @@ def test_gguf_layers_add_up_to_the_classes():
         assert sum(weights.dense_layers) == pytest.approx(b["attention"] + b["dense_mlp"] + b["router"] + b["norms"],
                                                           abs=1e6)
         assert weights.stored >= weights.total
+        # a published unsloth type stands for unsloth's file: exact only where that file is llama.cpp's own mix
+        assert weights.exact == (not gguf.UNSLOTH_FILES[quant].dynamic), quant
+        assert weights.fit_scale == (1.0 if weights.exact else 1.0 + APPROXIMATE_MARGIN)
+    assert not gguf_weights("TQ1_0").exact and "grok-2-UD-TQ1_0" in gguf_weights("TQ1_0").note
+    assert gguf.gguf_size(grok2_config(), "TQ1_0").exact  # llama.cpp's own TQ1_0 mix is exact
 
 
 # -------------------------------------------------------------------------------------------- the presets
+
+
+# Which routes fit each preset (8K-token context), at the quantization each llama.cpp route picks: the most precise
+# file that fits. Written out so that a change in any datasheet figure, size or rule shows up here.
+EXPECTED_FITS = {
+    "24 GB GPU + 64 GB DDR5": {"transformers-bf16", "llama.cpp-hybrid-TQ1_0"},
+    "24 GB GPU + 128 GB DDR5": {"transformers-bf16", "llama.cpp-hybrid-UD-IQ3_XXS", "llama.cpp-cpu-TQ1_0"},
+    "24 GB GPU + 256 GB DDR5": {"transformers-bf16", "transformers-nf4", "llama.cpp-hybrid-UD-Q5_K_XL",
+                                "llama.cpp-cpu-UD-Q5_K_XL"},
+    "Mac Studio M2 Ultra 192 GB": {"llama.cpp-metal-IQ4_XS"},
+    "Mac Studio M3 Ultra 512 GB": {"llama.cpp-metal-UD-Q5_K_XL"},
+    "1 x H200": {"transformers-bf16", "transformers-int8", "transformers-nf4", "llama.cpp-gpu-UD-IQ3_XXS",
+                 "llama.cpp-hybrid-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
+    "2 x H100 80 GB": {"sglang-fp8-2-nodes", "transformers-bf16", "transformers-int8", "transformers-nf4",
+                       "llama.cpp-gpu-IQ4_XS", "llama.cpp-hybrid-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
+    "8 x A100 80 GB": {"sglang-fp8-tp8", "vllm-0.24-fp8", "transformers-bf16", "transformers-int8", "transformers-nf4",
+                       "llama.cpp-gpu-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
+    "8 x H100 80 GB": {"sglang-fp8-tp8", "vllm-0.24-fp8", "transformers-bf16", "transformers-int8", "transformers-nf4",
+                       "llama.cpp-gpu-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
+    machines.PUBLISHED_RIG: {"transformers-bf16", "transformers-int8", "transformers-nf4", "llama.cpp-gpu-TQ1_0",
+                             "llama.cpp-hybrid-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
+}
+
+
+def test_each_preset_fits_the_routes_expected(plans):
+    assert set(EXPECTED_FITS) == set(plans)
+    for name, plan in plans.items():
+        assert {r.key for r in plan.routes if r.fits} == EXPECTED_FITS[name], name
+
+
+def test_two_h100_hold_4_bit_grok_with_one_plan_and_one_margin(plans):
+    """The issue's "two 80 GB GPUs hold it at 3-4 bits": the transformers route and the memory planner agree."""
+    route = plans["2 x H100 80 GB"].route("transformers-nf4")
+    margin = grok2_plan().margin_bytes(hw.H100_SXM.memory_bytes, 2, "nf4", CONTEXT)
+    assert route.fits and margin > 0 and f"{margin / GB:,.1f} GB" in route.why[-1]
+    assert grok2_plan().gpus_needed(hw.H100_SXM.memory_bytes, "nf4", CONTEXT) == 2
+    assert all(p.where.startswith("GPU memory") for p in route.placement)
+
+
+def test_every_command_the_planner_emits_passes_the_check_of_its_engine(plans, engine_release):
+    """Every route's command, for every preset (the fastest files' too), against the files of the engine release it
+    names; each route's summary says which release that is."""
+    for engine in engines.ENGINES:
+        engine_release(engine)
+    seen = {}
+    for name, plan in plans.items():
+        for route in plan.routes + list(plan.fastest_files.values()):
+            if route.command is not None:
+                assert f"command checked against {route.commands()[0].checked_against}" in route.summary()
+            for command in route.commands():
+                seen.setdefault((command.engine, tuple(command.argv)), (name, route.key, command))
+    assert {engine for engine, _ in seen} == {"sglang", "vllm", "llama.cpp"}
+    for name, key, command in seen.values():
+        check = engines.check_command(command)
+        assert check.ok, (name, key, command.argv, check.problems)
 
 
 def test_every_preset_has_a_table_and_a_route_that_fits(plans):
@@ -102,15 +188,20 @@ def test_sglang_on_8_h100_is_bytes_over_eight_bandwidths(plans):
     assert route.fits and route.layout["tp"] == 8
     per_gpu = fp8.total / 8 + kv() / 8
     assert per_gpu <= GPU_USABLE * hw.H100_SXM.memory_bytes
-    assert f"{per_gpu / 1e9:,.1f} GB" in route.why[0]
+    assert f"{per_gpu / GB:,.1f} GB" in route.why[0]
     memory = (fp8.active + kv()) / (8 * hw.H100_SXM.memory_bandwidth)
-    link = 2 * 64 * 8192 * 2 * 2 * 7 / 8 / hw.H100_SXM.link_bandwidth
+    # ring all-reduces (2 per layer + the embedding's) of 8,192 bf16 values, and each GPU's 1/8 of the logits gathered
+    link = ((2 * 64 + 1) * 8192 * 2 * 2 * 7 / 8 + 131072 // 8 * 2 * 7) / hw.H100_SXM.link_bandwidth
     assert route.seconds_per_token == pytest.approx(memory + link)
+    assert link * hw.H100_SXM.link_bandwidth == pytest.approx(bytes_sent_per_gpu(grok2_config(), 8))
     assert "--tp" in route.command.argv and route.command.argv[route.command.argv.index("--tp") + 1] == "8"
+    assert {p.kind for p in route.placement} == set(CLASSES) | {"kv_cache"}
+    needs = " ".join(route.needs)
+    assert f"sglang=={engines.SGLANG_VERSION}" in needs
 
 
 def test_sglang_needs_eight_gpus_and_two_nodes_of_four_keep_the_released_files():
-    four = machines.describe_machine("4 x H100", gpu="H100", gpus=4, ram_gb=512, network=hw.INFINIBAND_NDR_8)
+    four = machines.describe_machine("4 x H100", gpu="H100", gpus=4, ram_gib=512, network=hw.INFINIBAND_NDR_8)
     single = sglang_route(four, CONTEXT)
     assert not single.fits and "8" in single.why[0]
     nodes = two_node_route(four, CONTEXT, single)
@@ -118,16 +209,28 @@ def test_sglang_needs_eight_gpus_and_two_nodes_of_four_keep_the_released_files()
     assert not any("re-packed" in need for need in nodes.needs)
     for rank, command in enumerate(nodes.command):
         options = command.argv
+        assert options[options.index("--model") + 1] == "/local/grok-2" and "--json-model-override-args" not in options
         assert options[options.index("--nnodes") + 1] == "2"
         assert options[options.index("--node-rank") + 1] == str(rank)
         assert "--dist-init-addr" in options
     assert nodes.cost(gpu_hour_price=3.0).per_hour == pytest.approx(8 * 3.0)
 
 
-def test_two_nodes_of_two_need_a_repacked_checkpoint(plans):
+def test_two_nodes_of_two_serve_the_repacked_checkpoint(plans):
+    """TP 4 cannot read the released TP-8 files: the command serves the converted copy (whole experts) and tells
+    SGLang to cut each rank's slice itself (load_presharded_moe off), the one re-pack recipe (engines.SGLANG_REPACK)."""
     route = plans["2 x H100 80 GB"].route("sglang-fp8-2-nodes")
     assert route.fits and route.layout["tp"] == 4
-    assert any("re-packed" in need and "tp_size=4" in need for need in route.needs)
+    assert any("re-packed" in need and "convert_released_checkpoint" in need and "#36438" in need and "open" in need
+               for need in route.needs)
+    assert not any("save_in_released_layout" in need for need in route.needs)
+    for command in route.command:
+        argv = command.argv
+        assert argv[argv.index("--model") + 1] == CONVERTED_PATH
+        assert argv[argv.index("--tokenizer-path") + 1] == f"{CONVERTED_PATH}/tokenizer.tok.json"
+        assert argv[argv.index("--json-model-override-args") + 1] == engines.SGLANG_PRESHARDED_OFF
+        assert argv[argv.index("--tp") + 1] == "4"
+    assert json.loads(engines.SGLANG_PRESHARDED_OFF) == {"load_presharded_moe": False}
 
 
 def test_vllm_names_its_last_grok_release_and_a_converted_checkpoint(plans):
@@ -138,19 +241,30 @@ def test_vllm_names_its_last_grok_release_and_a_converted_checkpoint(plans):
     assert any("weight-only" in note or "W8A16" in note for note in route.notes)  # an A100 has no FP8 tensor cores
 
 
-def test_transformers_offload_costs_seconds_per_token_from_pcie_and_disk(plans):
+def test_transformers_offload_places_whole_layers_by_class_and_prices_pcie_and_disk(plans):
+    """accelerate's order, recomputed here: the embeddings, then whole decoder layers, then the LM head, each to the
+    GPU while it has room, then to RAM, then to disk; what a token reads of each class follows from where it lies."""
     machine = machines.preset("24 GB GPU + 128 GB DDR5")
     route = transformers_route(machine, "bf16", CONTEXT)
     bf16 = engine_weights("bf16")
-    gpu = max(0.0, GPU_USABLE * hw.RTX_4090.memory_bytes - kv())
-    ram = RAM_USABLE * machine.ram_bytes
-    disk = bf16.total - gpu - ram
-    active = bf16.active
-    expected = (active * gpu / bf16.total + kv()) / hw.RTX_4090.memory_bandwidth \
-        + active * (ram + disk) / bf16.total / min(machine.ram_bandwidth, hw.RTX_4090.host_link_bandwidth) \
-        + active * disk / bf16.total / machine.disk_bandwidth
+    b, layers = bf16.bytes_by_class, bf16.shape.layers
+    layer = sum(b[name] for name in PER_LAYER) / layers
+    gpu_room, ram_room = GPU_USABLE * hw.RTX_4090.memory_bytes - kv(), RAM_USABLE * machine.ram_bytes
+    on_gpu = int((gpu_room - b["embeddings"]) // layer)  # embeddings first, then whole layers
+    in_ram = int(ram_room // layer)
+    on_disk = layers - on_gpu - in_ram  # and the LM head after them
+    read_layer = layer - b["experts"] / layers * 6 / 8  # a token reads 2 of 8 experts
+    gpu_reads = b["embeddings"] / bf16.shape.vocab + on_gpu * read_layer + kv()
+    pcie = min(machine.ram_bandwidth, hw.RTX_4090.host_link_bandwidth)
+    expected = gpu_reads / hw.RTX_4090.memory_bandwidth \
+        + ((in_ram + on_disk) * read_layer + b["lm_head"]) / pcie \
+        + (on_disk * read_layer + b["lm_head"]) / machine.disk_bandwidth
     assert route.fits and route.seconds_per_token == pytest.approx(expected)
     assert route.seconds_per_token > 1  # seconds per token, not tokens per second
+    placed = {(p.kind, p.where.split(" (")[0]) for p in route.placement}
+    assert {("experts", "GPU memory"), ("experts", "system RAM"), ("experts", "NVMe"), ("lm_head", "NVMe"),
+            ("embeddings", "GPU memory"), ("kv_cache", "GPU memory")} <= placed
+    assert any(p.what == f"experts, layers 0-{on_gpu - 1}" for p in route.placement)
     assert not transformers_route(machine, "nf4", CONTEXT).fits  # 4-bit layers cannot go to disk
 
 
@@ -169,6 +283,11 @@ def test_the_largest_n_that_fits_is_the_fewest_layers_in_ram():
     route = hybrid_route(machine, weights, CONTEXT)
     options = route.command.argv
     assert options[options.index("--n-cpu-moe") + 1] == str(n)
+    where = {p.what: p.where.split(" (")[0] for p in route.placement}
+    assert where[f"experts, layers 0-{n - 1}"] == "system RAM" and where[f"experts, layers {n}-63"] == "GPU memory"
+    for name in ("attention", "dense_mlp", "router", "lm_head"):
+        assert where[machines.weights.LABELS[name]] == "GPU memory", name
+    assert where["embeddings"] == "system RAM" and where["KV cache"] == "GPU memory"
 
 
 def test_a_24_gb_card_cannot_hold_the_always_on_part_at_4_bits():
@@ -181,7 +300,7 @@ def test_a_24_gb_card_cannot_hold_the_always_on_part_at_4_bits():
 
 
 def test_hybrid_decode_bound_is_gpu_reads_plus_ram_reads():
-    machine = machines.describe_machine("2 x 3090", gpu="RTX 3090", gpus=2, ram_gb=192)
+    machine = machines.describe_machine("2 x 3090", gpu="RTX 3090", gpus=2, ram_gib=192)
     weights = gguf_weights("IQ4_XS")
     route = hybrid_route(machine, weights, CONTEXT)
     n = route.layout["n_cpu_moe"]
@@ -189,6 +308,72 @@ def test_hybrid_decode_bound_is_gpu_reads_plus_ram_reads():
     gpu = weights.active + kv() - ram
     devices = [(GPU_USABLE * g.memory_bytes, g.memory_bandwidth) for g in machine.gpus]
     assert route.seconds_per_token == pytest.approx(gpu / sequential_bandwidth(devices) + ram / machine.ram_bandwidth)
+
+
+def test_the_hybrid_command_opens_the_file_its_download_fetches():
+    """--model is the file `hf download --include` brings (or the first of its parts, found by the setup line where
+    the part count is not recorded): never a pattern llama.cpp would have to expand."""
+    machine = machines.preset("24 GB GPU + 256 GB DDR5")
+    checked = 0
+    for quant in gguf.UNSLOTH_GROK2_QUANTS:
+        route = hybrid_route(machine, gguf_weights(quant), CONTEXT)
+        if not route.fits:
+            continue
+        entry, command = gguf.unsloth_file(quant), route.command
+        model = command.argv[command.argv.index("--model") + 1]
+        assert f'--include "{entry.include}"' in " ".join(route.needs)
+        assert "*" not in model
+        if entry.parts is None:
+            assert model == f"${engines.GGUF_VARIABLE}" and f'--model "${engines.GGUF_VARIABLE}"' in command.shell()
+            assert len(command.setup) == 1 and command.setup[0].startswith(f"{engines.GGUF_VARIABLE}=")
+            listed = command.setup[0].split("$(ls ")[1].split(")")[0]  # what the setup line finds
+            relative = listed.replace("*", "00003").removeprefix(f"{LOCAL_DIR}/")  # a 3-part type's first part
+        else:
+            relative = model.removeprefix(f"{LOCAL_DIR}/")
+        assert fnmatch(relative, entry.include), (quant, relative, entry.include)
+        assert relative.split("/")[-1].startswith(entry.first_part_name)
+        checked += 1
+    assert checked >= 4
+    tq1 = gguf.unsloth_file("TQ1_0")
+    assert tq1.first_part(LOCAL_DIR) == f"{LOCAL_DIR}/grok-2-UD-TQ1_0.gguf" and tq1.include == "grok-2-UD-TQ1_0.gguf"
+
+
+def test_an_approximate_file_must_fit_with_its_margin():
+    """A UD mix is priced as llama.cpp's mix of its base type, which unsloth's file exceeds: a fit needs
+    APPROXIMATE_MARGIN to spare, and the line says it was counted so."""
+    weights = gguf_weights("UD-Q2_K_XL")
+    assert not weights.exact
+    need = weights.total + kv()
+    tight = machines.describe_machine("tight", gpus=0, ram_gib=(need + weights.total * APPROXIMATE_MARGIN / 2)
+                                      / RAM_USABLE / GiB)  # room for the computed size, not for the margin
+    route = cpu_route(tight, weights, CONTEXT)
+    assert not route.fits and "approximate" in route.why[-1]
+    roomy = machines.describe_machine("roomy", gpus=0, ram_gib=(weights.total * (1 + APPROXIMATE_MARGIN) + kv())
+                                      / RAM_USABLE / GiB * 1.001)
+    assert cpu_route(roomy, weights, CONTEXT).fits
+    exact = gguf_weights("IQ1_S")
+    assert exact.exact and exact.sized_for_fit(exact.total) == exact.total
+
+
+def test_cpu_and_mac_prefill_is_omitted_without_a_matrix_rate(plans):
+    cpu = plans["24 GB GPU + 128 GB DDR5"].route("llama.cpp-cpu")
+    assert cpu.fits and cpu.prefill_tok_s is None and cpu.prefill_why.startswith("omitted")
+    assert "prefill bound: not given" in cpu.summary() and cpu.row()["prefill bound (tok/s)"] is None
+    mac = plans["Mac Studio M2 Ultra 192 GB"].route("llama.cpp-metal")
+    assert mac.fits and mac.prefill_tok_s is None and "Apple publishes no matrix rate" in mac.prefill_why
+    measured = replace(machines.preset("24 GB GPU + 128 GB DDR5"), cpu_flops=1e12)
+    assert cpu_route(measured, cpu.weights, CONTEXT).prefill_tok_s > 0
+
+
+def test_the_verdict_names_the_pick_honestly_and_the_fastest_file_per_route(plans):
+    plan = plans["24 GB GPU + 256 GB DDR5"]
+    listed = plan.route("llama.cpp-hybrid")
+    fastest = plan.fastest_files["hybrid"]
+    assert fastest.decode_tok_s > listed.decode_tok_s and fastest.weights.total < listed.weights.total
+    assert fastest.key == fastest_llama_cpp(plan.machine, "hybrid").key
+    verdict = plan.verdict()
+    assert "Fastest bound" not in verdict and "Highest decode bound in the table" in verdict
+    assert "most precise file that fits" in verdict and f"[{fastest.weights.name}]" in verdict
 
 
 def test_hybrid_is_not_offered_where_everything_fits_the_gpus(plans):
@@ -199,8 +384,8 @@ def test_hybrid_is_not_offered_where_everything_fits_the_gpus(plans):
 def test_a_mac_fits_at_the_default_metal_limit_or_says_how_to_raise_it(plans):
     route = plans["Mac Studio M2 Ultra 192 GB"].route("llama.cpp-metal")
     need = route.weights.total + kv()
-    assert route.fits and need <= RAM_USABLE * 192e9
-    if need > hw.METAL_DEFAULT_WORKING_SET * 192e9:
+    assert route.fits and need <= RAM_USABLE * 192 * GiB
+    if need > hw.METAL_DEFAULT_WORKING_SET * 192 * GiB:
         assert any("iogpu.wired_limit_mb" in n for n in route.needs)
     assert not plans["Mac Studio M2 Ultra 192 GB"].route("sglang").applicable
 
@@ -216,6 +401,9 @@ def test_every_published_speed_is_under_its_bound_and_any_gap_over_4x_is_explain
             assert 1 / machines.published.TOO_FAR <= ratio <= 1, row  # the layout explains it
             assert "--cpu-moe" in row["gap"]
         assert row["source"] and row["gap"]
+        assert "https://" in row["source"] or "UNLINKED" in row["source"], row["source"]
+    sglang = machines.MEASUREMENTS[0]
+    assert sglang.url is None and "UNLINKED" in sglang.cited  # the facts name the post, not its address
 
 
 def test_sglang_measurement_ratio_is_measured_over_bound():
@@ -259,45 +447,51 @@ def test_the_picker_replans_on_a_new_machine():
     assert plan.machine.name == "Mac Studio M3 Ultra 512 GB" and plan.best.engine == "llama.cpp"
 
 
-def test_this_machine_is_measured():
+def test_this_machine_is_measured(monkeypatch):
+    from helpers.machines import machine as machine_module
+
+    assert machine_module.RAM_PROBE_BYTES >= GiB  # beyond any CPU cache; the test itself copies less, to stay quick
+    monkeypatch.setattr(machine_module, "RAM_PROBE_BYTES", 64 * 2**20)
     machine = machines.this_machine(measure_cpu_compute=False)
     assert machine.measured and machine.ram_bandwidth > 0 and machine.ram_bytes > 0
     assert machines.plan_routes(machine).verdict()
+    assert machine_module.ram_copy_bandwidth(16 * 2**20, size_bytes=GiB) > 0  # a buffer: at most 1/8 of the free RAM
 
 
 # ------------------------------------------------------------------------------------------- bad inputs
 
 
 def test_an_impossible_machine_gets_no_route_and_what_would_be_needed():
-    machine = machines.describe_machine("no GPU, 16 GB", gpus=0, ram_gb=16)
+    machine = machines.describe_machine("no GPU, 16 GB", gpus=0, ram_gib=16)
     plan = machines.plan_routes(machine)
     assert plan.best is None and "no route" in plan.verdict()
     with pytest.raises(CourseError) as caught:
         plan.require()
     message = str(caught.value)
     assert "No route" in message and "What would be needed" in message and "of RAM" in message
-    smallest = min(gguf_weights(q).total for q in gguf_quants())
-    assert f"{(smallest + kv()) / RAM_USABLE / 1e9:,.1f} GB of RAM" in message
+    smallest = min((gguf_weights(q) for q in gguf_quants()), key=lambda w: w.total)
+    assert f"{(smallest.sized_for_fit(smallest.total) + kv()) / RAM_USABLE / GB:,.1f} GB of RAM" in message
 
 
 def test_an_unknown_gpu_lists_the_presets_and_how_to_describe_one():
     with pytest.raises(CourseError) as caught:
-        machines.describe_machine(gpu="RTX 9999", ram_gb=64)
+        machines.describe_machine(gpu="RTX 9999", ram_gib=64)
     message = str(caught.value)
     assert "RTX 9999" in message and "24 GB GPU + 128 GB DDR5" in message and "custom_gpu" in message
     with pytest.raises(CourseError, match="No preset machine"):
         machines.preset("my laptop")
-    custom = machines.custom_gpu("my card", memory_gb=48, bandwidth_gb_s=864, bf16_tflops=181)
-    assert machines.plan_routes(machines.describe_machine(gpu=custom, gpus=8, ram_gb=512)).route("sglang").fits
+    custom = machines.custom_gpu("my card", memory_gib=48, bandwidth_gb_s=864, bf16_tflops=181)
+    assert custom.memory_bytes == 48 * GiB
+    assert machines.plan_routes(machines.describe_machine(gpu=custom, gpus=8, ram_gib=512)).route("sglang").fits
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"gpu": "H100", "gpus": 1000, "ram_gb": 64}, "from 0 to 64"),
-    ({"gpu": "H100", "ram_gb": -5}, ">= 0"),
-    ({"gpu": "H100", "ram_gb": math.inf}, ">= 0"),
-    ({"gpu": "H100", "ram_gb": 1e9}, "beyond any single machine"),
-    ({"apple": "M2 Ultra", "ram_gb": 512}, "at most 192"),
-    ({"gpu": "H100", "ram_gb": 64, "ram": "DDR7 magic"}, "Unknown memory configuration"),
+    ({"gpu": "H100", "gpus": 1000, "ram_gib": 64}, "from 0 to 64"),
+    ({"gpu": "H100", "ram_gib": -5}, ">= 0"),
+    ({"gpu": "H100", "ram_gib": math.inf}, ">= 0"),
+    ({"gpu": "H100", "ram_gib": 1e9}, "beyond any single machine"),
+    ({"apple": "M2 Ultra", "ram_gib": 512}, "at most 192"),
+    ({"gpu": "H100", "ram_gib": 64, "ram": "DDR7 magic"}, "Unknown memory configuration"),
 ])
 def test_numbers_out_of_range_are_refused_with_the_fix(kwargs, match):
     with pytest.raises(CourseError, match=match):

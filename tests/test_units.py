@@ -28,3 +28,13 @@ def test_parse_bytes_accepts_numbers_and_units(text, expected):
 def test_parse_bytes_refuses_with_the_accepted_forms(text):
     with pytest.raises(ValueError, match="number of bytes") if not isinstance(text, int) else pytest.raises(ValueError):
         parse_bytes(text)
+
+
+def test_format_bytes_in_one_fixed_unit():
+    assert format_bytes(85.9e9, unit="GB") == "85.9 GB"
+    assert format_bytes(80 * GiB, unit="GiB", decimals=0) == "80 GiB"
+    assert format_bytes(1234.5e9, unit="GB", decimals=2) == "1,234.50 GB"
+    with pytest.raises(ValueError, match="unit must be one of"):
+        format_bytes(1e9, unit="gigabytes")
+    with pytest.raises(ValueError, match="decimals"):
+        format_bytes(1e9, unit="GB", decimals=-1)

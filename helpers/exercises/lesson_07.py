@@ -4,11 +4,13 @@ function."""
 
 from __future__ import annotations
 
+from ..memory import GPU_USABLE_FRACTION
+from ..units import GB, TB_PER_S, GiB
 from .checking import Result, fail, not_attempted, number, passed, whole
 
 STARTER_MACHINE = "8 x A100 80 GB"
 PRACTITIONER_QUANT = "IQ4_XS"
-PRACTITIONER_MACHINE = dict(gpu="RTX 3090", gpus=2, ram_gb=192, ram="DDR5-5600, 2 channels (desktop, 2 DIMMs)")
+PRACTITIONER_MACHINE = dict(gpu="RTX 3090", gpus=2, ram_gib=192, ram="DDR5-5600, 2 channels (desktop, 2 DIMMs)")
 
 
 def _starter_route():
@@ -30,19 +32,19 @@ def check_07_starter(a100_bound) -> Result:
     from ..accelerators import A100_SXM_80
 
     if abs(answer - expected) <= 0.01 * expected:
-        return passed(ex, f"{answer:,.1f} tokens/s: {fp8.active / 1e9:.1f} GB of weights + "
-                           f"{shape.kv_bytes(8192) / 1e9:.1f} GB of KV cache per token, read by 8 GPUs at "
-                           f"{A100_SXM_80.memory_bandwidth / 1e12:.3f} TB/s each. The planner says {expected:,.1f}.")
+        return passed(ex, f"{answer:,.1f} tokens/s: {fp8.active / GB:.1f} GB of weights + "
+                           f"{shape.kv_bytes(8192) / GB:.1f} GB of KV cache per token, read by 8 GPUs at "
+                           f"{A100_SXM_80.memory_bandwidth / TB_PER_S:.3f} TB/s each. The planner says {expected:,.1f}.")
     if abs(answer * 8 - expected) <= 0.02 * expected:
         fail(ex, "that is one GPU reading everything: with tensor parallelism the 8 GPUs each read an eighth, at the "
                   "same time.")
     if abs(answer * fp8.total / fp8.active - expected) <= 0.05 * expected:
         fail(ex, "a token does not read every expert: only the 2 of 8 its router chose in each layer (use "
                   "fp8.active, not fp8.total).")
-    if abs(answer * 2**30 / 1e9 - expected) <= 0.02 * expected or abs(answer * 1e9 / 2**30 - expected) <= 0.02 * expected:
+    if abs(answer * GiB / GB - expected) <= 0.02 * expected or abs(answer * GB / GiB - expected) <= 0.02 * expected:
         fail(ex, "GB and GiB are mixed: datasheet bandwidths are decimal (1e12 bytes per TB/s), like the byte counts.")
     fail(ex, f"{answer:,.1f} tokens/s is too {'high' if answer > expected else 'low'}: bytes per token (active "
-              "weights + the KV cache of 8192 tokens) / (8 x 2.039e12 bytes/s).")
+              f"weights + the KV cache of 8192 tokens) / (8 x {A100_SXM_80.memory_bandwidth:.4g} bytes/s).")
 
 
 def _practitioner_expected():
@@ -66,15 +68,15 @@ def check_07_practitioner(n_cpu_moe) -> Result:
     expected = split["n_cpu_moe"]
     if answer == expected:
         return passed(ex, f"--n-cpu-moe {answer}: the experts of layers 0-{answer - 1} in RAM "
-                           f"({split['ram_bytes'] / 1e9:.0f} GB), the always-on part "
-                           f"({split['always_on'] / 1e9:.1f} GB) and {layers - answer} layers' experts on the two "
+                           f"({split['ram_bytes'] / GB:.0f} GB), the always-on part "
+                           f"({split['always_on'] / GB:.1f} GB) and {layers - answer} layers' experts on the two "
                            "GPUs.")
     if answer == layers and not one_gpu["always_on_fits"]:
         fail(ex, "that is the answer for one RTX 3090, where even the always-on part does not fit: the machine has "
                   "two (gpus=2).")
     if answer < expected:
         fail(ex, f"with only {answer} layers' experts in RAM the GPUs overflow: the always-on part plus "
-                  f"{layers - answer} layers' experts do not fit 90% of 2 x 24 GB.")
+                  f"{layers - answer} layers' experts do not fit {GPU_USABLE_FRACTION:.0%} of 2 x 24 GB.")
     fail(ex, f"{answer} works but is not the smallest: fewer layers' experts in RAM fit, and every layer moved to the "
               "GPUs makes decoding faster.")
 
@@ -105,7 +107,7 @@ def check_07_expert(decode_bound) -> Result:
         except (TypeError, AttributeError, KeyError, ValueError, ZeroDivisionError) as error:
             fail(ex, f"decode_bound(machine, weights, {n}, 8192) raised {type(error).__name__}: {error}")
         if abs(got - expected) > 0.002 * expected:
-            everything = weights.experts * (1 - weights.shape.expert_fraction) / 1e9
+            everything = weights.experts * (1 - weights.shape.expert_fraction) / GB
             fail(ex, f"{machine.name}, {quant}, --n-cpu-moe {n}: {got:,.2f} tokens/s, the planner's bound is "
                       f"{expected:,.2f}. Check: a token reads 2 of 8 experts per layer (reading all adds "
                       f"{everything:,.0f} GB), the whole always-on part and KV cache on the GPUs, one embedding row "

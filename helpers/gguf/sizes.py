@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CourseError
+from ..model_parts import TENSOR_CLASSES
 
-# Classes of tensors, as the machine planner places them (GPU, RAM) and prices them per decoded token.
-CLASSES = ("experts", "attention", "dense_mlp", "router", "norms", "embeddings", "lm_head")
+# Classes of tensors, as the machine planner places them (GPU, RAM) and prices them per decoded token: the course's one
+# list (helpers.model_parts.TENSOR_CLASSES).
+CLASSES = tuple(TENSOR_CLASSES)
 ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT: every tensor's data starts at a multiple of 32 bytes
 QUANTIZATION_VERSION = 2  # GGML_QNT_VERSION, which llama-quantize writes into every file it makes
 
@@ -56,10 +58,62 @@ MIXES = {
 # unsloth's dynamic ("UD") mixes of Grok 2, and the llama.cpp mix each is priced as.
 UNSLOTH_DYNAMIC = {"UD-IQ3_XXS": "IQ3_XXS", "UD-Q2_K_XL": "Q2_K", "UD-Q3_K_XL": "Q3_K_M", "UD-Q4_K_XL": "Q4_K_M",
                    "UD-Q5_K_XL": "Q5_K_M"}
+UNSLOTH_REPO = "unsloth/grok-2-GGUF"
+UNSLOTH_TREE = "https://huggingface.co/unsloth/grok-2-GGUF/tree/main"
+
+
+@dataclass(frozen=True)
+class UnslothFile:
+    """Where one quantization of unsloth/grok-2-GGUF lies in that repository, and what the course knows of it.
+
+    `parts`: 1 for a single file; for a type split into numbered parts (`<stem>-00001-of-0000N.gguf`, the layout of
+    llama.cpp's gguf-split, which llama-server opens from its first part), the number of parts, or None where the
+    course has not recorded it. `dynamic`: the file is one of unsloth's calibrated mixes, whatever its name says, so
+    its size is known only approximately (`published_bytes`: the size unsloth lists, where the course recorded it)."""
+
+    quant: str
+    folder: str  # "" for a file at the repository's root
+    stem: str  # the file name without its part suffix and ".gguf"
+    parts: int | None
+    dynamic: bool
+    published_bytes: int | None = None
+    source: str = UNSLOTH_TREE
+
+    @property
+    def include(self) -> str:
+        """The `hf download --include` pattern that fetches this quantization and nothing else."""
+        return f"{self.folder}/*" if self.folder else f"{self.stem}.gguf"
+
+    def first_part(self, local_dir: str = "grok-2-GGUF") -> str | None:
+        """The path llama.cpp's --model takes after `hf download --local-dir local_dir`: the file, or the first of its
+        parts. None where the number of parts is not recorded (the name ends `-00001-of-<parts>.gguf`; see
+        `first_part_name`)."""
+        where = "/".join(p for p in (local_dir.rstrip("/"), self.folder) if p)
+        if self.parts == 1:
+            return f"{where}/{self.stem}.gguf"
+        if self.parts is None:
+            return None
+        return f"{where}/{self.stem}-00001-of-{self.parts:05d}.gguf"
+
+    @property
+    def first_part_name(self) -> str:
+        """How the first (or only) file's name begins: `<stem>-00001-of-` for a split type, whose count follows."""
+        return f"{self.stem}.gguf" if self.parts == 1 else f"{self.stem}-00001-of-"
+
+
+# unsloth/grok-2-GGUF's file list (facts 5.1; https://huggingface.co/unsloth/grok-2-GGUF/tree/main): TQ1_0 is one file
+# at the root named grok-2-UD-TQ1_0.gguf, a dynamic mix despite its name; every other type is a folder named after it,
+# holding `grok-2-<type>-0000k-of-0000N.gguf` parts. The course has not recorded how many parts each folder holds, so
+# `parts` is None there and a command names the first part by how its name begins (helpers.machines says so).
+UNSLOTH_FILES = {
+    "TQ1_0": UnslothFile("TQ1_0", "", "grok-2-UD-TQ1_0", 1, dynamic=True),
+    **{quant: UnslothFile(quant, quant, f"grok-2-{quant}", None, dynamic=quant in UNSLOTH_DYNAMIC)
+       for quant in ("IQ1_S", "UD-IQ3_XXS", "UD-Q2_K_XL", "UD-Q3_K_XL", "IQ4_XS", "UD-Q4_K_XL", "UD-Q5_K_XL")},
+}
 # What unsloth/grok-2-GGUF offers (facts 5.1, its file list), in the order it lists them.
 UNSLOTH_GROK2_QUANTS = ("TQ1_0", "IQ1_S", "UD-IQ3_XXS", "UD-Q2_K_XL", "UD-Q3_K_XL", "IQ4_XS", "UD-Q4_K_XL",
                         "UD-Q5_K_XL")
-# unsloth's TQ1_0 file is grok-2-UD-TQ1_0.gguf (https://huggingface.co/unsloth/grok-2-GGUF/tree/main): a dynamic mix.
+assert set(UNSLOTH_FILES) == set(UNSLOTH_GROK2_QUANTS)
 _UNSLOTH_FILE_NOTES = {"TQ1_0": "unsloth's file of this name (grok-2-UD-TQ1_0.gguf) is one of its dynamic mixes, "
                                 "so its size differs from llama.cpp's TQ1_0 mix priced here"}
 GGUF_QUANTS = tuple(MIXES) + tuple(UNSLOTH_DYNAMIC)
@@ -381,8 +435,13 @@ def _numel(shape: tuple[int, ...]) -> int:
     return count
 
 
-def unsloth_download_command(quant: str, local_dir: str = "grok-2-GGUF") -> str:
-    """The `hf download` that fetches one quantization of unsloth/grok-2-GGUF (its files, or its folder of parts)."""
-    if quant not in UNSLOTH_GROK2_QUANTS:
+def unsloth_file(quant: str) -> UnslothFile:
+    """unsloth/grok-2-GGUF's file(s) for `quant` (one of UNSLOTH_GROK2_QUANTS)."""
+    if quant not in UNSLOTH_FILES:
         raise CourseError(f"unsloth/grok-2-GGUF has no {quant!r} files.", f"use one of {', '.join(UNSLOTH_GROK2_QUANTS)}")
-    return f'hf download unsloth/grok-2-GGUF --include "*{quant}*" --local-dir {local_dir}'
+    return UNSLOTH_FILES[quant]
+
+
+def unsloth_download_command(quant: str, local_dir: str = "grok-2-GGUF") -> str:
+    """The `hf download` that fetches one quantization of unsloth/grok-2-GGUF (its file, or its folder of parts)."""
+    return f'hf download {UNSLOTH_REPO} --include "{unsloth_file(quant).include}" --local-dir {local_dir}'

@@ -9,9 +9,10 @@ lives, the bytes a decoded token reads from each memory, the speed bound that fo
     machines.compare_published()                              # published speeds beside the bounds
 
 Modules: `machine` (what a machine is: presets, custom, measured), `weights` (Grok 2.5's bytes per tensor class and
-format), `route` (one route's arithmetic), `gpu_routes` (SGLang, vLLM 0.24.x, two nodes, transformers), `llama_routes`
-(llama.cpp: GPUs, hybrid, CPU, Metal), `planner` (all routes of a machine), `published` (measurements beside bounds),
-`report` (table and picture), `picker` (the widget). Datasheet figures come from `helpers.accelerators`.
+format), `route` (one route's arithmetic), `communication` (what tensor parallelism sends per token, and the decode
+projection of lesson 02), `gpu_routes` (SGLang, vLLM 0.24.x, two nodes, transformers), `llama_routes` (llama.cpp:
+GPUs, hybrid, CPU, Metal), `planner` (all routes of a machine), `published` (measurements beside bounds), `report`
+(table and picture), `picker` (the widget). Datasheet figures come from `helpers.accelerators`.
 """
 
 from .machine import PRESETS, PUBLISHED_RIG, Machine, custom_gpu, describe_machine, find_accelerator, preset, this_machine

@@ -4,8 +4,9 @@ nf4 with `device_map`, offloading to RAM over PCIe and to NVMe).
 
 Facts (docs/grok2-facts.md): the official command and TP 8 (3.1, 3.2); vLLM's Grok 2 support, its removal after
 0.24.0 and FP8 weight-only on compute capability 7.5-8.6 (3.3, 5.1, 8). Read in the engines' own code: SGLang 0.5.23's
-`grok.py` globs each rank's `*-TP-{rank:03d}.safetensors`, so on the released files TP must be 8, and its Grok model
-has no pipeline parallelism, so a second node extends tensor parallelism; SGLang turns on FP8 Marlin (weight-only) on
+`grok.py` globs each rank's `*-TP-{rank:03d}.safetensors`, so on the released files TP must be 8 (any other TP runs
+on the converted checkpoint with `load_presharded_moe` off: `engines.SGLANG_REPACK`), and its Grok model has no
+pipeline parallelism, so a second node extends tensor parallelism; SGLang turns on FP8 Marlin (weight-only) on
 compute capability 8.0-8.8 (`can_auto_enable_marlin_fp8`). vLLM 0.24.0 registers `Grok1ForCausalLM`, supports
 pipeline parallelism for it, and its loader reads each expert tensor by name (no stitching of the 8 slices).
 """
@@ -16,14 +17,16 @@ from dataclasses import replace
 
 from .. import engines
 from ..errors import CourseError
-from ..units import GB
+from ..units import GFLOPS, TFLOPS, GiB
 from .machine import Machine
 from .route import GPU_USABLE, PREFILL_BATCH, RAM_USABLE, Memory, Placement, Route, gb, spread_time
-from .weights import LABELS, Weights, engine_weights, grok2_plan
+from .communication import bytes_sent_per_gpu
+from .weights import LABELS, PER_LAYER, Weights, engine_weights, grok2_config, grok2_plan
 
 RELEASED_TP = engines.RELEASED_TP
 VLLM_SERIES = ".".join(engines.VLLM_VERSION.split(".")[:2])  # 0.24: the last series that serves Grok 2
 HEAD_NODE = "HEAD_NODE_IP:5000"  # node 0's address and a free port, the same on both nodes
+CONVERTED_PATH = "/local/grok-2-converted"  # where the commands expect helpers.grok2.convert_released_checkpoint's copy
 
 
 def _no_cuda(machine: Machine) -> str | None:
@@ -34,11 +37,11 @@ def _no_cuda(machine: Machine) -> str | None:
     return None
 
 
-def _allreduce_bytes(weights: Weights, tp: int) -> float:
-    """Bytes each GPU sends per token for tensor parallelism: two all-reduces per layer (after attention and after
-    the MLP + experts) of one hidden vector in bf16, ring algorithm (2 (n-1)/n of the vector)."""
-    shape = weights.shape
-    return 2 * shape.layers * shape.hidden * 2 * 2 * (tp - 1) / tp
+def _tp_bytes_sent(tp: int) -> float:
+    """Bytes each GPU sends per token for tensor parallelism: the course's one formula (`communication`), the same
+    that lesson 02 checks against the bytes its ranks really sent (2 all-reduces per layer, the embedding's, and the
+    logits' all-gather, in bf16)."""
+    return bytes_sent_per_gpu(grok2_config(), tp)
 
 
 def _tensor_parallel(route: Route, machine: Machine, weights: Weights, tp: int, nodes: int = 1) -> Route:
@@ -59,19 +62,19 @@ def _tensor_parallel(route: Route, machine: Machine, weights: Weights, tp: int, 
                      + f": {gb(per_gpu)} {'<=' if fits else '>'} {gb(usable)} usable ({GPU_USABLE:.0%} of {gpu.name})")
     route.fits = route.fits and fits
     where = f"GPU memory ({tp} x {gpu.name}, read in parallel)"
-    route.placement = [Placement(LABELS[name], where, size) for name, size in weights.bytes_by_class.items()]
-    route.placement.append(Placement(f"KV cache ({context:,} tokens)", where, kv))
+    route.placement = [Placement(LABELS[name], where, size, name) for name, size in weights.bytes_by_class.items()]
+    route.placement.append(Placement(f"KV cache ({context:,} tokens)", where, kv, "kv_cache"))
     route.capacities[where] = tp * usable
-    reads = weights.active + kv
-    route.memories = [Memory(where, "gpu", tp * gpu.memory_bandwidth, reads, weights.total + kv, tp * usable)]
+    route.memories = [Memory(where, "gpu", tp * gpu.memory_bandwidth, route.reads(where), weights.total + kv,
+                             tp * usable)]
     per_node = tp // nodes
     if per_node > 1:
-        route.memories.append(Memory(f"{gpu.link} (all-reduce, 2 per layer)", "nvlink", gpu.link_bandwidth,
-                                     _allreduce_bytes(weights, per_node)))
+        route.memories.append(Memory(f"{gpu.link} (all-reduces and all-gather)", "nvlink", gpu.link_bandwidth,
+                                     _tp_bytes_sent(per_node)))
     if nodes > 1:
         network = machine.network
-        route.memories.append(Memory(f"{network.name} (all-reduce across nodes)", "network", network.bandwidth,
-                                     _allreduce_bytes(weights, nodes)))
+        route.memories.append(Memory(f"{network.name} (all-reduces and all-gather across nodes)", "network",
+                                     network.bandwidth, _tp_bytes_sent(nodes)))
     route.gpus_used, route.nodes = per_node, nodes
     route.layout = {"tp": tp, "nodes": nodes}
     rate = gpu.matrix_rate(weights.operands)
@@ -79,7 +82,7 @@ def _tensor_parallel(route: Route, machine: Machine, weights: Weights, tp: int, 
     reading = (weights.total + kv) / (tp * gpu.memory_bandwidth)
     route.prefill_tok_s = PREFILL_BATCH / max(compute, reading)
     operands = "FP8" if rate > gpu.bf16_flops else "16-bit"
-    route.prefill_why = (f"{PREFILL_BATCH}-token steps at {tp} x {rate / 1e12:,.0f} TFLOP/s ({operands} matrices): "
+    route.prefill_why = (f"{PREFILL_BATCH}-token steps at {tp} x {rate / TFLOPS:,.0f} TFLOP/s ({operands} matrices): "
                          f"{'arithmetic' if compute >= reading else 'reading the weights'} bounds it")
     return route
 
@@ -104,7 +107,8 @@ def sglang_route(machine: Machine, context: int) -> Route:
     weights = engine_weights("fp8")
     route = Route("sglang-fp8-tp8", "SGLang", "SGLang, FP8, TP 8 (official)", weights, True, [], context=context)
     _released_disk(route)
-    route.needs = ["SGLang >= 0.5.1 with --attention-backend triton (the model card's command)",
+    route.needs = [f"sglang=={engines.SGLANG_VERSION} (the version the command is checked against; the model card asks "
+                   "for >= 0.5.1) with --attention-backend triton (the model card's command)",
                    "8 identical GPUs of more than 40 GB (the released expert files are split for TP 8)"]
     problem = _no_cuda(machine)
     if problem:
@@ -122,7 +126,7 @@ def sglang_route(machine: Machine, context: int) -> Route:
         route.notes.append(f"uses {RELEASED_TP} of the {machine.gpu_count} GPUs")
     if route.fits:
         gpu = min(machine.gpus, key=lambda g: g.memory_bytes)
-        deployment = engines.plan_deployment(gpu_memory_gb=gpu.memory_bytes / GB, gpus=RELEASED_TP, precision="fp8",
+        deployment = engines.plan_deployment(gpu_memory_gib=gpu.memory_bytes / GiB, gpus=RELEASED_TP, precision="fp8",
                                              context_tokens=context)
         route.command = engines.sglang_command(deployment)
     return route
@@ -157,19 +161,20 @@ def vllm_route(machine: Machine, context: int) -> Route:
     if route.fits:
         gpu = min(machine.gpus, key=lambda g: g.memory_bytes)
         try:
-            deployment = engines.plan_deployment(gpu_memory_gb=gpu.memory_bytes / GB, gpus=machine.gpu_count,
+            deployment = engines.plan_deployment(gpu_memory_gib=gpu.memory_bytes / GiB, gpus=machine.gpu_count,
                                                  precision="fp8", context_tokens=context, released_layout=False)
         except CourseError as error:  # the planner and the engine's own plan disagree: say so rather than guess
             route.notes.append(f"engines.plan_deployment refused: {error.problem}")
         else:
             deployment = replace(deployment, tensor_parallel=tp, weights_per_gpu_gb=deployment.weights_gb / tp)
-            route.command = engines.vllm_command(deployment, "/local/grok-2-converted")
+            route.command = engines.vllm_command(deployment, CONVERTED_PATH)
     return route
 
 
 def two_node_route(machine: Machine, context: int, single: Route) -> Route | None:
     """SGLang over this node and a second one like it, tensor parallelism across both (SGLang's Grok model has no
-    pipeline parallelism). TP 8 keeps the released files; any other TP needs the experts re-sliced."""
+    pipeline parallelism). TP 8 keeps the released files; any other TP runs on the converted checkpoint, with SGLang
+    told to cut each rank's expert slice itself (engines.SGLANG_REPACK)."""
     if _no_cuda(machine) or single.fits:
         return None
     weights = engine_weights("fp8")
@@ -185,12 +190,10 @@ def two_node_route(machine: Machine, context: int, single: Route) -> Route | Non
     machine = replace(machine, network=network)
     released = tp == RELEASED_TP
     if not released:
-        route.needs.append(f"a re-packed checkpoint: the expert files re-sliced for TP {tp} (the course writes that "
-                           f"layout from a loaded model: helpers.grok2.save_in_released_layout(model, folder, "
-                           f"tp_size={tp}); huihui-ai/grok-2 is such a copy, run at TP 16 on Ascend NPUs). On the "
-                           "released files SGLang at TP < 8 silently loaded incomplete experts (SGLang PR #36438), and "
-                           "SGLang 0.5.23's grok.py still has each rank read only the files of its own rank number: "
-                           "at TP 16 ranks 8-15 find none")
+        route.needs.append(f"a re-packed checkpoint for TP {tp}: {engines.SGLANG_REPACK}; the command below serves "
+                           f"{CONVERTED_PATH}. On the released files SGLang {engines.SGLANG_VERSION}'s grok.py has "
+                           "each rank read only the files of its own rank number: at TP < 8 a rank silently loads part "
+                           "of its experts (reported in SGLang PR #36438, open), at TP 16 ranks 8-15 find none")
     else:
         route.needs.append("the released files (TP 8: four GPUs per node)")
     route.needs.append("both nodes see the checkpoint at the same path; node 0's address in --dist-init-addr")
@@ -203,11 +206,12 @@ def two_node_route(machine: Machine, context: int, single: Route) -> Route | Non
                    "the released checkpoint and the re-packed copy, on each node")
     if route.fits:
         gpu = min(machine.gpus, key=lambda g: g.memory_bytes)
-        deployment = engines.plan_deployment(gpu_memory_gb=gpu.memory_bytes / GB, gpus=tp, precision="fp8",
+        deployment = engines.plan_deployment(gpu_memory_gib=gpu.memory_bytes / GiB, gpus=tp, precision="fp8",
                                              context_tokens=context, released_layout=released)
         deployment = replace(deployment, tensor_parallel=tp, weights_per_gpu_gb=deployment.weights_gb / tp)
-        route.command = [engines.sglang_command(deployment, nnodes=2, node_rank=rank, dist_init_addr=HEAD_NODE)
-                         for rank in range(2)]
+        model_path = "/local/grok-2" if released else CONVERTED_PATH
+        route.command = [engines.sglang_command(deployment, model_path, nnodes=2, node_rank=rank,
+                                                dist_init_addr=HEAD_NODE) for rank in range(2)]
     return route
 
 
@@ -229,11 +233,11 @@ def transformers_route(machine: Machine, precision: str, context: int) -> Route:
     devices = [(GPU_USABLE * g.memory_bytes, g.memory_bandwidth) for g in machine.gpus]
     gpu_room = max(0.0, sum(c for c, _ in devices) - kv)
     ram_room = RAM_USABLE * machine.ram_bytes
-    on_gpu = min(weights.total, gpu_room)
-    in_ram = min(weights.total - on_gpu, ram_room)
-    on_disk = weights.total - on_gpu - in_ram
-    route.why.append(f"{precision} weights {gb(weights.total)}: {gb(on_gpu)} on {machine.gpu_count} GPU(s) "
-                     f"({gb(gpu_room)} usable after the KV cache of {context:,} tokens, {gb(kv)})"
+    tiers = _fill_in_order(weights, (gpu_room, ram_room))
+    on_gpu, in_ram, on_disk = (sum(b for _, _, b in tier) for tier in tiers)
+    route.why.append(f"{precision} weights {gb(weights.total)}, whole layers in order: {gb(on_gpu)} on "
+                     f"{machine.gpu_count} GPU(s) ({gb(gpu_room)} usable after the KV cache of {context:,} tokens, "
+                     f"{gb(kv)})"
                      + (f", {gb(in_ram)} in RAM (of {gb(ram_room)} usable)" if in_ram else "")
                      + (f", {gb(on_disk)} left over" if on_disk > 0 else ""))
     if on_disk > 0 and precision != "bf16":
@@ -246,21 +250,23 @@ def transformers_route(machine: Machine, precision: str, context: int) -> Route:
     elif on_disk > 0 and on_disk > machine.disk_bytes - route.disk_bytes:
         route.fits = False
         route.why.append(f"the disk cannot hold the offloaded {gb(on_disk)} beside the checkpoint")
-    share = {where: size / weights.total for where, size in (("gpu", on_gpu), ("ram", in_ram), ("disk", on_disk))}
-    active = weights.active
+    elif in_ram == 0 and on_disk == 0:
+        route.why.append(f"margin on the GPUs: {gb(gpu_room - on_gpu)} (weights + KV cache within {GPU_USABLE:.0%} of "
+                         "each GPU)")
     gpu_name = f"GPU memory ({machine.gpu_summary()}, layers in sequence)"
+    ram_name = f"system RAM ({machine.ram_name})"
+    disk_name = f"NVMe ({machine.disk_name})"
     host = machine.gpus[0]
-    route.memories.append(Memory(gpu_name, "gpu", 1 / spread_time(1.0, devices), active * share["gpu"] + kv,
-                                 on_gpu + kv, gpu_room + kv))
-    route.placement.append(Placement(f"{share['gpu']:.0%} of the layers + KV cache", gpu_name, on_gpu + kv))
+    route.placement = _placements(tiers[0], gpu_name, weights) + [
+        Placement(f"KV cache ({context:,} tokens)", gpu_name, kv, "kv_cache")]
     route.capacities[gpu_name] = gpu_room + kv
+    route.memories.append(Memory(gpu_name, "gpu", 1 / spread_time(1.0, devices), route.reads(gpu_name), on_gpu + kv,
+                                 gpu_room + kv))
     if in_ram:
-        ram_name = f"system RAM ({machine.ram_name})"
-        route.placement.append(Placement(f"{share['ram']:.0%} of the layers", ram_name, in_ram))
+        route.placement += _placements(tiers[1], ram_name, weights)
         route.capacities[ram_name] = ram_room
     if on_disk > 0 and route.fits:
-        disk_name = f"NVMe ({machine.disk_name})"
-        route.placement.append(Placement(f"{share['disk']:.0%} of the layers", disk_name, on_disk))
+        route.placement += _placements(tiers[2], disk_name, weights)
         route.capacities[disk_name] = machine.disk_bytes
         route.disk_bytes += on_disk
         route.disk_why += " + the offload folder"
@@ -271,12 +277,12 @@ def transformers_route(machine: Machine, precision: str, context: int) -> Route:
         # at the slower of RAM and PCIe; a layer on disk is first read from it, then copied (one after the other)
         copy = min(machine.ram_bandwidth or host.host_link_bandwidth, host.host_link_bandwidth)
         route.memories.append(Memory(f"system RAM -> GPU over {host.host_link} (every pass)", "pcie", copy,
-                                     active * (share["ram"] + share["disk"]), in_ram, ram_room))
+                                     route.reads(ram_name) + route.reads(disk_name), in_ram, ram_room))
         route.notes.append("offloaded layers are copied to the GPU on every forward pass (accelerate's hooks): each "
                            "token pays for their active bytes over PCIe, and for those on disk a read first")
     if on_disk > 0 and route.fits:
         route.memories.append(Memory(f"NVMe read ({machine.disk_name}, every pass)", "disk", machine.disk_bandwidth,
-                                     active * share["disk"], on_disk))
+                                     route.reads(disk_name), on_disk))
     if precision != "bf16":
         route.needs.append("bitsandbytes with CUDA kernels (lesson 03)")
     rate = sum(g.bf16_flops for g in machine.gpus) / machine.gpu_count
@@ -284,10 +290,48 @@ def transformers_route(machine: Machine, precision: str, context: int) -> Route:
     crossing = (in_ram + on_disk) / host.host_link_bandwidth + (on_disk / machine.disk_bandwidth if on_disk > 0
                                                                  and machine.disk_bandwidth else 0.0)
     route.prefill_tok_s = PREFILL_BATCH / max(compute, crossing)
-    route.prefill_why = (f"{PREFILL_BATCH}-token steps, layers in sequence at {rate / 1e12:,.0f} TFLOP/s"
+    route.prefill_why = (f"{PREFILL_BATCH}-token steps, layers in sequence at {rate / TFLOPS:,.0f} TFLOP/s"
                          + (", offloaded weights over PCIe once per step" if crossing else ""))
     route.gpus_used = machine.gpu_count
     return route
+
+
+def _units_in_order(weights: Weights) -> list[list[tuple[str, int | None, float]]]:
+    """The model's modules as accelerate's device_map="auto" places them, whole: the embeddings, each decoder layer
+    (never split: attention, dense MLP, router, experts, norms), then the LM head; each a list of
+    (class, layer, bytes)."""
+    b = weights.bytes_by_class
+    layers = [[(name, i, weights.layers_of(name)[i]) for name in PER_LAYER] for i in range(weights.shape.layers)]
+    return [[("embeddings", None, b["embeddings"])], *layers, [("lm_head", None, b["lm_head"])]]
+
+
+def _fill_in_order(weights: Weights, rooms: tuple[float, ...]) -> list[list[tuple[str, int | None, float]]]:
+    """accelerate's order: each unit goes to the current device if it fits there, else to the next one, never back.
+    One list of (class, layer, bytes) per room given, plus a last one for what is left (the disk)."""
+    tiers = [[] for _ in range(len(rooms) + 1)]
+    tier, left = 0, list(rooms) + [float("inf")]
+    for unit in _units_in_order(weights):
+        size = sum(nbytes for _, _, nbytes in unit)
+        while size > left[tier]:
+            tier += 1
+        tiers[tier] += unit
+        left[tier] -= size
+    return tiers
+
+
+def _placements(parts: list[tuple[str, int | None, float]], where: str, weights: Weights) -> list[Placement]:
+    """One Placement per class in `parts`, naming the layers it covers where that is not all of them."""
+    placed = []
+    for name in weights.bytes_by_class:
+        mine = [(layer, nbytes) for cls, layer, nbytes in parts if cls == name]
+        if not mine:
+            continue
+        layers = [layer for layer, _ in mine if layer is not None]
+        label = LABELS[name]
+        if layers and len(layers) < weights.shape.layers:
+            label += f", layers {min(layers)}-{max(layers)}"
+        placed.append(Placement(label, where, sum(nbytes for _, nbytes in mine), name))
+    return placed
 
 
 def _transformers_without_cuda(route: Route, machine: Machine, weights: Weights, kv: float) -> Route:
@@ -302,13 +346,16 @@ def _transformers_without_cuda(route: Route, machine: Machine, weights: Weights,
     route.why.append(f"bf16 weights {gb(weights.total)} + KV cache {gb(kv)} = {gb(need)} "
                      f"{'<=' if route.fits else '>'} {gb(room)} usable of {gb(machine.ram_bytes)} ({name})")
     bandwidth = machine.unified.memory_bandwidth if machine.apple else machine.ram_bandwidth
-    route.memories = [Memory(name, "unified" if machine.apple else "ram", bandwidth, weights.active + kv, need, room)]
-    route.placement = [Placement(LABELS[c], name, b) for c, b in weights.bytes_by_class.items()]
-    route.placement.append(Placement("KV cache", name, kv))
+    route.placement = [Placement(LABELS[c], name, b, c) for c, b in weights.bytes_by_class.items()]
+    route.placement.append(Placement("KV cache", name, kv, "kv_cache"))
+    route.memories = [Memory(name, "unified" if machine.apple else "ram", bandwidth, route.reads(name), need, room)]
     route.capacities[name] = room
     if machine.cpu_flops and not machine.apple:
         route.prefill_tok_s = PREFILL_BATCH / (weights.shape.flops_per_token() * PREFILL_BATCH / machine.cpu_flops)
-        route.prefill_why = f"the CPU's measured {machine.cpu_flops / 1e9:,.0f} GFLOP/s"
+        route.prefill_why = f"the CPU's measured {machine.cpu_flops / GFLOPS:,.0f} GFLOP/s"
+    else:
+        route.prefill_why = ("omitted: no matrix rate is known for this " + ("Mac's GPU" if machine.apple else "CPU")
+                             + " (this_machine() measures one)")
     return route
 
 

@@ -1,26 +1,35 @@
 """The llama.cpp routes for a GGUF Grok 2.5: wholly on the GPUs, hybrid (the experts of all layers, or of the first N,
 in system RAM and the rest on the GPUs), CPU only, and Apple unified memory through Metal. Sizes per class come from
-`helpers.gguf.gguf_size` (the tensor list and llama.cpp's block sizes); commands from `helpers.engines`.
+`helpers.gguf.gguf_size` (the tensor list and llama.cpp's block sizes); commands from `helpers.engines`, with the
+file names of unsloth/grok-2-GGUF (`helpers.gguf.UNSLOTH_FILES`).
 
 Read in the llama.cpp vendored by llama-cpp-python 0.3.36: `--cpu-moe` keeps every `ffn_*_exps` tensor in a CPU
 buffer, `--n-cpu-moe N` those of layers 0..N-1 (common/arg.cpp, common/common.h); `--n-gpu-layers L` puts the last
 L - 1 layers and the output layer on the GPUs, the rest on the CPU (src/llama-model.cpp: i_gpu_start =
 n_layer + 1 - L); the token embeddings always stay in host memory; layers are split over several GPUs in proportion
-to their memory, and run one GPU after the other; for batches of 32 tokens and more, weights kept in host memory are
-copied to the GPU to be multiplied there (`--op-offload`, on by default; GGML_OP_OFFLOAD_MIN_BATCH = 32).
+to their memory, and run one GPU after the other; a layer's KV cache lives where the layer runs; for batches of 32
+tokens and more, weights kept in host memory are copied to the GPU to be multiplied there (`--op-offload`, on by
+default; GGML_OP_OFFLOAD_MIN_BATCH = 32).
+
+A file whose size is approximated (one of unsloth's calibrated "UD" mixes, priced as llama.cpp's mix of the same base
+type) must fit with `weights.APPROXIMATE_MARGIN` to spare, or by its published size where one is recorded
+(`Weights.fit_scale`); the fit lines say so.
 """
 
 from __future__ import annotations
 
 from .. import accelerators as hw
 from .. import engines, gguf
+from ..units import GFLOPS, TFLOPS, MiB
 from .machine import Machine
 from .route import GPU_USABLE, PREFILL_BATCH, RAM_USABLE, Memory, Placement, Route, gb, spread_time
-from .weights import LABELS, Weights, gguf_quants, gguf_weights, grok2_plan
+from .weights import LABELS, PER_LAYER, Weights, gguf_quants, gguf_weights, grok2_plan
 
 FAMILIES = ("gpu", "hybrid", "cpu", "metal")
 TITLES = {"gpu": "llama.cpp, GGUF wholly on the GPUs", "hybrid": "llama.cpp hybrid: experts in RAM, the rest on GPU",
           "cpu": "llama.cpp, CPU only", "metal": "llama.cpp on Apple unified memory (Metal)"}
+DENSE = tuple(name for name in PER_LAYER if name != "experts")  # what a layer keeps on the GPU under --cpu-moe
+LOCAL_DIR = "grok-2-GGUF"  # where the commands expect `hf download ... --local-dir` to have put the files
 
 
 def _devices(machine: Machine) -> list[tuple[float, float]]:
@@ -46,22 +55,66 @@ def _gpu_prefill(machine: Machine, weights: Weights, on_gpu: float, host_residen
 def _route(family: str, weights: Weights, context: int) -> Route:
     quant = weights.name.removeprefix("GGUF ")
     route = Route(f"llama.cpp-{family}-{quant}", "llama.cpp", TITLES[family], weights, True, [], context=context)
-    route.disk_bytes = weights.stored
+    route.disk_bytes = weights.sized_for_fit(weights.stored)
     route.disk_why = (f"the GGUF file(s) from unsloth/grok-2-GGUF (no conversion: the "
-                      f"{gb(grok2_plan().weight_bytes('bf16'))} released checkpoint is not needed)")
+                      f"{gb(grok2_plan().weight_bytes('bf16'))} released checkpoint is not needed)"
+                      + ("" if weights.exact else ", counted with the margin of an approximate size"))
     route.needs.append("llama.cpp with Grok 2 support (PR #15539) and the grok-2 pre-tokenizer")
     if quant in gguf.UNSLOTH_GROK2_QUANTS:
-        route.needs.append(f"the file: {gguf.unsloth_download_command(quant)}")
+        route.needs.append(f"the file: {gguf.unsloth_download_command(quant, LOCAL_DIR)}")
     if not weights.exact:
-        route.notes.append(f"GGUF size approximated: {weights.note}")
+        route.notes.append(f"GGUF size: {weights.note}")
     return route
 
 
 def _ram_fit(route: Route, machine: Machine, in_ram: float, what: str) -> None:
+    """`in_ram`: bytes as the fit counts them (weights already sized by Weights.sized_for_fit)."""
     room = RAM_USABLE * machine.ram_bytes
     ok = in_ram <= room
     route.fits = route.fits and ok
     route.why.append(f"{what} {gb(in_ram)} {'<=' if ok else '>'} {gb(room)} usable of {gb(machine.ram_bytes)} RAM")
+
+
+def _layer_span(layers: list[int], total: int) -> str:
+    if len(layers) == total:
+        return ""
+    return f", layer {layers[0]}" if len(layers) == 1 else f", layers {layers[0]}-{layers[-1]}"
+
+
+def _by_class(weights: Weights, kv: float, gpu: str, ram: str, n_cpu: int, dense_ram: int,
+              output_on_gpu: bool) -> list[Placement]:
+    """Every tensor class of a llama.cpp layout placed: the experts of layers < n_cpu in `ram`, the dense parts of
+    layers < dense_ram (and their KV cache) in `ram`, the output layer (LM head, final norm) on `gpu` if
+    output_on_gpu, the token embeddings always in `ram`; everything else on `gpu`."""
+    layers = weights.shape.layers
+    placed = []
+    for name in PER_LAYER:
+        per_layer = weights.layers_of(name)
+        cut = n_cpu if name == "experts" else dense_ram
+        for where, span in ((ram, range(0, cut)), (gpu, range(cut, layers))):
+            if span:
+                label = LABELS[name] + _layer_span(list(span), layers)
+                placed.append(Placement(label, where, sum(per_layer[i] for i in span), name))
+    for where, span in ((ram, range(0, dense_ram)), (gpu, range(dense_ram, layers))):
+        if span:
+            placed.append(Placement(f"KV cache ({len(span)} layers)" if len(span) < layers else "KV cache", where,
+                                    kv * len(span) / layers, "kv_cache"))
+    final_norm = weights.bytes_by_class["norms"] - sum(weights.layers_of("norms"))
+    head = gpu if output_on_gpu else ram
+    placed.append(Placement(LABELS["lm_head"], head, weights.bytes_by_class["lm_head"], "lm_head"))
+    if final_norm > 0:
+        placed.append(Placement("final norm", head, final_norm, "norms"))
+    placed.append(Placement(LABELS["embeddings"], ram, weights.bytes_by_class["embeddings"], "embeddings"))
+    return placed
+
+
+def _one_memory(route: Route, weights: Weights, kv: float, name: str, kind: str, bandwidth: float,
+                room: float) -> None:
+    """Every class and the KV cache in one memory (CPU only, Metal)."""
+    route.placement = [Placement(LABELS[c], name, b, c) for c, b in weights.bytes_by_class.items()]
+    route.placement.append(Placement(f"KV cache ({route.context:,} tokens)", name, kv, "kv_cache"))
+    route.capacities[name] = room
+    route.memories = [Memory(name, kind, bandwidth, route.reads(name), weights.total + kv, room)]
 
 
 def gpu_route(machine: Machine, weights: Weights, context: int) -> Route:
@@ -69,21 +122,22 @@ def gpu_route(machine: Machine, weights: Weights, context: int) -> Route:
     if machine.apple or not machine.gpus:
         return route.not_applicable("needs CUDA GPUs (on a Mac: the Metal route)")
     kv = weights.shape.kv_bytes(context)
-    on_gpu = weights.total - weights.bytes_by_class["embeddings"] + kv
+    embeddings = weights.bytes_by_class["embeddings"]
+    on_gpu = weights.total - embeddings + kv
+    counted = weights.sized_for_fit(weights.total - embeddings) + kv
     room = sum(c for c, _ in _devices(machine))
-    route.fits = on_gpu <= room
+    route.fits = counted <= room
     route.why.append(f"{weights.name} {gb(weights.total)} less the token embeddings (kept in RAM) + KV cache "
-                     f"{gb(kv)} = {gb(on_gpu)} {'<=' if route.fits else '>'} {gb(room)} usable on "
+                     f"{gb(kv)} = {gb(on_gpu)}" + (f", counted as {gb(counted)}" if counted != on_gpu else "")
+                     + weights.fit_words() + f" {'<=' if route.fits else '>'} {gb(room)} usable on "
                      f"{machine.gpu_summary()}")
     if not route.fits:
         return route
     where = f"GPU memory ({machine.gpu_summary()}, layers in sequence)"
-    route.placement = [Placement(LABELS[c], where, b) for c, b in weights.bytes_by_class.items() if c != "embeddings"]
-    route.placement += [Placement(f"KV cache ({context:,} tokens)", where, kv),
-                        Placement(LABELS["embeddings"], "system RAM", weights.bytes_by_class["embeddings"])]
-    route.capacities = {where: room, "system RAM": RAM_USABLE * machine.ram_bytes}
-    reads = weights.active - weights.read_per_token()["embeddings"] + kv
-    route.memories = [Memory(where, "gpu", 1 / spread_time(1.0, _devices(machine)), reads, on_gpu, room)]
+    ram = f"system RAM ({machine.ram_name})"
+    route.placement = _by_class(weights, kv, where, ram, 0, 0, True)
+    route.capacities = {where: room, ram: RAM_USABLE * machine.ram_bytes}
+    route.memories = [Memory(where, "gpu", 1 / spread_time(1.0, _devices(machine)), route.reads(where), on_gpu, room)]
     route.gpus_used = machine.gpu_count
     route.prefill_tok_s, route.prefill_why = _gpu_prefill(machine, weights, on_gpu, 0.0)
     route.command = _command(weights, context, gpu_layers=weights.shape.layers + 1)
@@ -94,37 +148,45 @@ def hybrid_split(machine: Machine, weights: Weights, context: int, n_cpu_moe: in
     """How llama.cpp's hybrid layout fills the GPUs: if the always-on part fits, the experts of the first N layers
     go to RAM (N as small as it can be: `--n-cpu-moe N`, or `--cpu-moe` for all; or the N you give); if not, every
     expert goes to RAM and only the dense parts of the last L - 1 layers and the output layer stay on the GPUs
-    (`--cpu-moe -ngl L`). Layers are priced one by one (a mix gives some layers more bits). `gpu_fits` says whether
-    the GPU part fits (it can fail only for an N you give)."""
+    (`--cpu-moe -ngl L`). Layers are priced one by one (a mix gives some layers more bits); an approximate size is
+    counted with its margin (`scale`). `gpu_fits` says whether the GPU part fits (it can fail only for an N you
+    give). Byte figures are the computed ones; the decisions use them times `scale` (the KV cache is not scaled)."""
     shape = weights.shape
     layers, kv = shape.layers, shape.kv_bytes(context)
     if n_cpu_moe is not None and (isinstance(n_cpu_moe, bool) or not isinstance(n_cpu_moe, int)
                                   or not 0 <= n_cpu_moe <= layers):
         raise ValueError(f"n_cpu_moe must be a whole number from 0 to {layers}, got {n_cpu_moe!r}")
+    scale = weights.fit_scale
     room = sum(c for c, _ in _devices(machine))
     embeddings = weights.bytes_by_class["embeddings"]
-    always_on = weights.always_on - embeddings + kv
+    dense_weights = weights.always_on - embeddings  # attention, dense MLP, routers, norms, LM head
+    always_on = dense_weights + kv
     experts = weights.expert_layers
-    split = {"always_on": always_on, "room": room, "embeddings": embeddings, "kv": kv}
-    if always_on <= room:
+    split = {"always_on": always_on, "room": room, "embeddings": embeddings, "kv": kv, "scale": scale}
+    if scale * dense_weights + kv <= room:
         n_cpu = n_cpu_moe
         if n_cpu is None:  # the fewest first layers whose experts must leave the GPUs
-            n_cpu = next(n for n in range(layers + 1) if always_on + sum(experts[n:]) <= room)
+            n_cpu = next(n for n in range(layers + 1) if scale * (dense_weights + sum(experts[n:])) + kv <= room)
         gpu_bytes = always_on + sum(experts[n_cpu:])
         return {**split, "always_on_fits": True, "n_cpu_moe": n_cpu, "gpu_layers": layers + 1,
-                "gpu_bytes": gpu_bytes, "gpu_fits": gpu_bytes <= room, "ram_experts": sum(experts[:n_cpu]),
-                "ram_dense": 0.0, "ram_dense_layers": 0, "ram_bytes": sum(experts[:n_cpu]) + embeddings}
-    dense = [d + kv / layers for d in weights.dense_layers]  # a layer's KV cache lives where the layer does
-    output = weights.output
+                "gpu_bytes": gpu_bytes, "gpu_fits": scale * (gpu_bytes - kv) + kv <= room,
+                "ram_experts": sum(experts[:n_cpu]), "ram_dense": 0.0, "ram_dense_layers": 0, "output_on_gpu": True,
+                "ram_kv": 0.0, "ram_bytes": sum(experts[:n_cpu]) + embeddings}
+    dense = weights.dense_layers
+    output = weights.bytes_by_class["lm_head"] + weights.bytes_by_class["norms"] - sum(weights.layers_of("norms"))
+    output_on_gpu = scale * output <= room
     on_gpu = 0  # the dense parts of the last `on_gpu` layers join the output layer on the GPUs (-ngl on_gpu + 1)
-    if output <= room:
-        while on_gpu < layers and output + sum(dense[layers - on_gpu - 1:]) <= room:
+    if output_on_gpu:
+        while on_gpu < layers and (scale * (output + sum(dense[layers - on_gpu - 1:]))
+                                   + kv * (on_gpu + 1) / layers) <= room:
             on_gpu += 1
-    gpu_bytes = (output if output <= room else 0.0) + sum(dense[layers - on_gpu:])
-    ram_dense = sum(dense[:layers - on_gpu]) + (0.0 if output <= room else output)
-    return {**split, "always_on_fits": False, "n_cpu_moe": layers, "gpu_layers": on_gpu + 1 if output <= room else 0,
+    kv_gpu = kv * on_gpu / layers
+    gpu_bytes = (output if output_on_gpu else 0.0) + sum(dense[layers - on_gpu:]) + kv_gpu
+    ram_dense = sum(dense[:layers - on_gpu]) + (kv - kv_gpu) + (0.0 if output_on_gpu else output)
+    return {**split, "always_on_fits": False, "n_cpu_moe": layers, "gpu_layers": on_gpu + 1 if output_on_gpu else 0,
             "gpu_bytes": gpu_bytes, "gpu_fits": True, "ram_experts": weights.experts, "ram_dense": ram_dense,
-            "ram_dense_layers": layers - on_gpu, "ram_bytes": weights.experts + ram_dense + embeddings}
+            "ram_dense_layers": layers - on_gpu, "output_on_gpu": output_on_gpu, "ram_kv": kv - kv_gpu,
+            "ram_bytes": weights.experts + ram_dense + embeddings}
 
 
 def hybrid_route(machine: Machine, weights: Weights, context: int, n_cpu_moe: int | None = None) -> Route:
@@ -137,10 +199,11 @@ def hybrid_route(machine: Machine, weights: Weights, context: int, n_cpu_moe: in
     shape, split = weights.shape, hybrid_split(machine, weights, context, n_cpu_moe)
     layers, n_cpu = shape.layers, split["n_cpu_moe"]
     route.layout = split
+    counted = "" if weights.exact else f" (counted x{split['scale']:.2f}: {weights.fit_words().strip(' ()')})"
     if split["always_on_fits"]:
-        route.why.append(f"always-on part (all but the experts, + KV cache of {context:,} tokens) "
-                         f"{gb(split['always_on'])} <= {gb(split['room'])} usable on {machine.gpu_summary()}; the "
-                         f"experts of {layers - n_cpu} of {layers} layers "
+        route.why.append(f"always-on part (attention, dense MLP, routers, norms, LM head + KV cache of {context:,} "
+                         f"tokens) {gb(split['always_on'])} <= {gb(split['room'])} usable on {machine.gpu_summary()}"
+                         f"{counted}; the experts of {layers - n_cpu} of {layers} layers "
                          + ("fit" if split["gpu_fits"] else f"do not fit ({gb(split['gpu_bytes'])} in all)")
                          + " beside it")
         if not split["gpu_fits"]:
@@ -155,36 +218,22 @@ def hybrid_route(machine: Machine, weights: Weights, context: int, n_cpu_moe: in
         on_gpu = layers - split["ram_dense_layers"]
         route.why.append(f"even the always-on part ({gb(split['always_on'])}: attention, dense MLP, LM head, KV "
                          f"cache) does not fit {gb(split['room'])} usable on {machine.gpu_summary()} at "
-                         f"{weights.name}: all experts in RAM (--cpu-moe) and -ngl {split['gpu_layers']}: the dense "
-                         f"parts of the last {on_gpu} layers" + (" and the output layer" if split["gpu_layers"] else "")
+                         f"{weights.name}{counted}: all experts in RAM (--cpu-moe) and -ngl {split['gpu_layers']}: "
+                         f"the dense parts of the last {on_gpu} layers"
+                         + (" and the output layer" if split["gpu_layers"] else "")
                          + " on the GPU, the first " + f"{split['ram_dense_layers']} layers wholly on the CPU")
         flags = {"cpu_moe": True}
-    _ram_fit(route, machine, split["ram_bytes"], "in RAM:")
+    _ram_fit(route, machine, weights.sized_for_fit(split["ram_bytes"] - split["ram_kv"]) + split["ram_kv"], "in RAM:")
     if not route.fits:
         return route
     gpu_name = f"GPU memory ({machine.gpu_summary()})"
     ram_name = f"system RAM ({machine.ram_name})"
-    if split["always_on_fits"]:
-        route.placement = [Placement("always-on part + KV cache", gpu_name, split["always_on"])]
-        if n_cpu < layers:
-            route.placement.append(Placement(f"experts, layers {n_cpu}-{layers - 1}", gpu_name,
-                                             split["gpu_bytes"] - split["always_on"]))
-    else:
-        route.placement = [Placement(f"dense parts of {layers - split['ram_dense_layers']} layers + output",
-                                     gpu_name, split["gpu_bytes"])]
-    route.placement.append(Placement("experts, all layers" if n_cpu == layers else f"experts, layers 0-{n_cpu - 1}",
-                                     ram_name, split["ram_experts"]))
-    if split["ram_dense"]:
-        route.placement.append(Placement(f"dense parts of {split['ram_dense_layers']} layers", ram_name,
-                                         split["ram_dense"]))
-    route.placement.append(Placement(LABELS["embeddings"], ram_name, split["embeddings"]))
+    route.placement = _by_class(weights, split["kv"], gpu_name, ram_name, n_cpu, split["ram_dense_layers"],
+                                split["output_on_gpu"])
     route.capacities = {gpu_name: split["room"], ram_name: RAM_USABLE * machine.ram_bytes}
-    ram_reads = (split["ram_experts"] * shape.expert_fraction + split["ram_dense"]
-                 + weights.read_per_token()["embeddings"])
-    gpu_reads = weights.active + split["kv"] - ram_reads
-    route.memories = [Memory(gpu_name, "gpu", 1 / spread_time(1.0, _devices(machine)), gpu_reads,
+    route.memories = [Memory(gpu_name, "gpu", 1 / spread_time(1.0, _devices(machine)), route.reads(gpu_name),
                              split["gpu_bytes"], split["room"]),
-                      Memory(ram_name, "ram", machine.ram_bandwidth, ram_reads, split["ram_bytes"],
+                      Memory(ram_name, "ram", machine.ram_bandwidth, route.reads(ram_name), split["ram_bytes"],
                              RAM_USABLE * machine.ram_bytes)]
     route.notes.append("the CPU multiplies the experts kept in RAM: the bound counts its memory reads, not its "
                        "arithmetic (a few cores cannot keep up with the RAM; then the CPU is the limit)")
@@ -196,15 +245,15 @@ def hybrid_route(machine: Machine, weights: Weights, context: int, n_cpu_moe: in
 
 def _one_memory_prefill(route: Route, weights: Weights, nbytes: float, bandwidth: float, flops: float | None,
                         rate_said: str, unknown_said: str) -> None:
-    """Prefill where one memory holds everything: a ubatch reads every weight once, and does its arithmetic if the
-    rate is known."""
+    """Prefill where one memory holds everything: a ubatch reads every weight once and does its arithmetic. Without a
+    known arithmetic rate there is no honest bound (reading the weights alone would promise far too much: arithmetic
+    is what limits a CPU's or a Mac's prefill), so it is left out and `prefill_why` says why."""
+    if not flops:
+        route.prefill_tok_s, route.prefill_why = None, f"omitted: {unknown_said}"
+        return
     reading = nbytes / bandwidth
-    if flops:
-        compute = weights.shape.flops_per_token() * PREFILL_BATCH / flops
-        route.prefill_tok_s, route.prefill_why = PREFILL_BATCH / max(compute, reading), rate_said
-    else:
-        route.prefill_tok_s = PREFILL_BATCH / reading
-        route.prefill_why = f"reading the weights once per ubatch only: {unknown_said}"
+    compute = weights.shape.flops_per_token() * PREFILL_BATCH / flops
+    route.prefill_tok_s, route.prefill_why = PREFILL_BATCH / max(compute, reading), rate_said
 
 
 def cpu_route(machine: Machine, weights: Weights, context: int) -> Route:
@@ -213,20 +262,16 @@ def cpu_route(machine: Machine, weights: Weights, context: int) -> Route:
     if machine.apple:
         return route.not_applicable("a Mac's CPU reads the same unified memory as its GPU: the Metal route does "
                                     "the same with the GPU's arithmetic")
-    _ram_fit(route, machine, weights.total + kv, f"{weights.name} + KV cache {gb(kv)}:")
+    _ram_fit(route, machine, weights.sized_for_fit(weights.total) + kv,
+             f"{weights.name} + KV cache {gb(kv)}{weights.fit_words()}:")
     if not route.fits:
         return route
-    bandwidth = machine.unified.memory_bandwidth if machine.apple else machine.ram_bandwidth
-    name = f"unified memory ({machine.unified.name})" if machine.apple else f"system RAM ({machine.ram_name})"
-    route.placement = [Placement(LABELS[c], name, b) for c, b in weights.bytes_by_class.items()]
-    route.placement.append(Placement(f"KV cache ({context:,} tokens)", name, kv))
-    route.capacities[name] = RAM_USABLE * machine.ram_bytes
-    route.memories = [Memory(name, "ram", bandwidth, weights.active + kv, weights.total + kv,
-                             RAM_USABLE * machine.ram_bytes)]
-    _one_memory_prefill(route, weights, weights.total + kv, bandwidth, machine.cpu_flops,
-                        f"the CPU's measured {(machine.cpu_flops or 0) / 1e9:,.0f} GFLOP/s",
-                        "the CPU's arithmetic rate is not known (it is measured on 'this machine'), and it is usually "
-                        "what limits a CPU")
+    name = f"system RAM ({machine.ram_name})"
+    _one_memory(route, weights, kv, name, "ram", machine.ram_bandwidth, RAM_USABLE * machine.ram_bytes)
+    _one_memory_prefill(route, weights, weights.total + kv, machine.ram_bandwidth, machine.cpu_flops,
+                        f"the CPU's measured {(machine.cpu_flops or 0) / GFLOPS:,.0f} GFLOP/s",
+                        "the CPU's arithmetic rate is not known (this_machine() measures it), and it is what limits "
+                        "a CPU's prefill")
     route.command = _command(weights, context, gpu_layers=0)
     return route
 
@@ -237,25 +282,25 @@ def metal_route(machine: Machine, weights: Weights, context: int) -> Route:
         return route.not_applicable("needs an Apple-silicon Mac")
     chip, kv = machine.unified, weights.shape.kv_bytes(context)
     need = weights.total + kv
+    counted = weights.sized_for_fit(weights.total) + kv
     default = hw.METAL_DEFAULT_WORKING_SET * machine.ram_bytes
     raised = RAM_USABLE * machine.ram_bytes
-    route.fits = need <= raised
-    route.why.append(f"{weights.name} {gb(weights.total)} + KV cache {gb(kv)} = {gb(need)}; the GPU may wire "
-                     f"{gb(default)} by default ({hw.METAL_DEFAULT_WORKING_SET:.0%} of {gb(machine.ram_bytes)})"
-                     + ("" if need <= default else f", {gb(raised)} with iogpu.wired_limit_mb raised to "
-                                                   f"{RAM_USABLE:.0%}"))
+    route.fits = counted <= raised
+    route.why.append(f"{weights.name} {gb(weights.total)} + KV cache {gb(kv)} = {gb(need)}"
+                     + (f", counted as {gb(counted)}{weights.fit_words()}" if counted != need else "")
+                     + f"; the GPU may wire {gb(default)} by default ({hw.METAL_DEFAULT_WORKING_SET:.0%} of "
+                     f"{gb(machine.ram_bytes)})"
+                     + ("" if counted <= default else f", {gb(raised)} with iogpu.wired_limit_mb raised to "
+                                                      f"{RAM_USABLE:.0%}"))
     if not route.fits:
         return route
-    if need > default:
-        mib = int(raised / 2**20)
-        route.needs.append(f"sudo sysctl iogpu.wired_limit_mb={mib} (until the next reboot; leaves the rest to macOS)")
+    if counted > default:
+        route.needs.append(f"sudo sysctl iogpu.wired_limit_mb={int(raised / MiB)} (until the next reboot; leaves the "
+                           "rest to macOS)")
     name = f"unified memory ({chip.name})"
-    route.placement = [Placement(LABELS[c], name, b) for c, b in weights.bytes_by_class.items()]
-    route.placement.append(Placement(f"KV cache ({context:,} tokens)", name, kv))
-    route.capacities[name] = raised
-    route.memories = [Memory(name, "unified", chip.memory_bandwidth, weights.active + kv, need, raised)]
+    _one_memory(route, weights, kv, name, "unified", chip.memory_bandwidth, raised)
     _one_memory_prefill(route, weights, need, chip.memory_bandwidth, chip.gpu_flops,
-                        f"the GPU's {(chip.gpu_flops or 0) / 1e12:,.1f} TFLOP/s",
+                        f"the GPU's {(chip.gpu_flops or 0) / TFLOPS:,.1f} TFLOP/s",
                         "Apple publishes no matrix rate for its GPUs (measure it: "
                         "helpers.roofline.measure_matmul_rate('mps')), and arithmetic is what limits a Mac's prefill")
     route.command = _command(weights, context, gpu_layers=weights.shape.layers + 1)
@@ -266,11 +311,14 @@ BUILDERS = {"gpu": gpu_route, "hybrid": hybrid_route, "cpu": cpu_route, "metal":
 
 
 def _command(weights: Weights, context: int, **options):
-    """engines.llama_cpp_command for this quantization (the file as `hf download` of unsloth/grok-2-GGUF lays it
-    out; a quantization in several parts is opened at its first part)."""
+    """The llama-server command for this quantization: for a file of unsloth/grok-2-GGUF, --model as `hf download
+    --local-dir LOCAL_DIR` lays it out (engines.unsloth_llama_cpp_command: the file, or the first of its parts); for
+    another type, the file you made (engines.gguf_conversion_steps names it grok-2-<type>.gguf)."""
     quant = weights.name.removeprefix("GGUF ")
-    return engines.llama_cpp_command(f"grok-2-GGUF/{quant}/grok-2-{quant}-00001-of-N.gguf", context_size=context,
-                                     **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    if quant in gguf.UNSLOTH_FILES:
+        return engines.unsloth_llama_cpp_command(quant, LOCAL_DIR, context_size=context, **options)
+    return engines.llama_cpp_command(f"grok-2-{quant}.gguf", context_size=context, **options)
 
 
 def llama_cpp_options(machine: Machine, family: str, context: int = 8192) -> list[Route]:
@@ -282,11 +330,18 @@ def llama_cpp_options(machine: Machine, family: str, context: int = 8192) -> lis
 
 
 def best_llama_cpp(machine: Machine, family: str, context: int = 8192) -> Route:
-    """The largest (most precise) quantization that fits this route, or the smallest one, not fitting, saying why."""
+    """The largest (most precise) quantization that fits this route, or the smallest one, not fitting, saying why.
+    Not the fastest: a smaller file reads fewer bytes per token (`fastest_llama_cpp`)."""
     options = llama_cpp_options(machine, family, context)
     fitting = [r for r in options if r.fits]
     return fitting[-1] if fitting else options[0]
 
 
-__all__ = ["FAMILIES", "TITLES", "gpu_route", "hybrid_route", "hybrid_split", "cpu_route", "metal_route",
-           "llama_cpp_options", "best_llama_cpp"]
+def fastest_llama_cpp(machine: Machine, family: str, context: int = 8192) -> Route | None:
+    """The quantization with the highest decode bound that fits this route (usually the smallest file), or None."""
+    fitting = [r for r in llama_cpp_options(machine, family, context) if r.fits]
+    return max(fitting, key=lambda r: r.decode_tok_s) if fitting else None
+
+
+__all__ = ["FAMILIES", "TITLES", "LOCAL_DIR", "gpu_route", "hybrid_route", "hybrid_split", "cpu_route", "metal_route",
+           "llama_cpp_options", "best_llama_cpp", "fastest_llama_cpp"]

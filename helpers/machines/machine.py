@@ -2,12 +2,14 @@
 network to a second node. The presets, a custom machine from names and numbers, and "this machine", measured.
 
     preset("24 GB GPU + 128 GB DDR5")
-    describe_machine(gpu="RTX 4090", gpus=2, ram_gb=192, ram="DDR5-5600, 2 channels (desktop, 2 DIMMs)")
-    describe_machine(gpu=custom_gpu("my card", memory_gb=48, bandwidth_gb_s=864, bf16_tflops=181), ram_gb=256)
+    describe_machine(gpu="RTX 4090", gpus=2, ram_gib=192, ram="DDR5-5600, 2 channels (desktop, 2 DIMMs)")
+    describe_machine(gpu=custom_gpu("my card", memory_gib=48, bandwidth_gb_s=864, bf16_tflops=181), ram_gib=256)
     this_machine()          # GPUs and RAM from helpers.hardware, bandwidths measured with helpers.roofline
 
 Every figure of a preset comes from `helpers.accelerators` (datasheets, with sources); what a preset assumes beyond
-the datasheets (how much RAM, which disk) is in its `notes`.
+the datasheets (how much RAM, which disk) is in its `notes`. Memory is given as sold and counts in binary units: the
+"128 GB" of two 64 GB DIMMs and the "48 GB" of a GPU are GiB (`ram_gib=128`, `memory_gib=48`; see
+`helpers.accelerators`); disks count in decimal TB (`disk_tb`), bandwidths in decimal GB/s.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from dataclasses import dataclass, field
 
 from .. import accelerators as hw
 from ..errors import CourseError
-from ..units import GB, TB, format_bytes
+from ..units import GB_PER_S, TB, GiB, MiB, format_bytes
 
 MAX_GPUS = 64  # per node: larger lists are refused before any work
-MAX_MEMORY_GB = 100_000  # 100 TB of RAM or disk is far beyond any single machine
+MAX_MEMORY_GIB = 100_000  # about 100 TB of RAM is far beyond any single machine
+MAX_DISK_TB = 100
 PUBLISHED_RIG = "3 x RTX 3090 + RTX 4090, 256 GB DDR5"
 
 
@@ -68,12 +71,12 @@ class Machine:
         return " + ".join(f"{n} x {name}" for name, n in counts.items())
 
     def describe(self) -> list[str]:
-        ram = f"{format_bytes(self.ram_bytes, binary=False)} RAM"
+        ram = f"{format_bytes(self.ram_bytes)} RAM"
         if self.ram_bandwidth:
-            ram += f" at {self.ram_bandwidth / 1e9:,.0f} GB/s ({self.ram_name or 'bandwidth given'})"
+            ram += f" at {self.ram_bandwidth / GB_PER_S:,.0f} GB/s ({self.ram_name or 'bandwidth given'})"
         disk = f"{format_bytes(self.disk_bytes, binary=False)} disk"
         if self.disk_bandwidth:
-            disk += f" at {self.disk_bandwidth / 1e9:,.1f} GB/s ({self.disk_name})"
+            disk += f" at {self.disk_bandwidth / GB_PER_S:,.1f} GB/s ({self.disk_name})"
         lines = [self.gpu_summary(), ram, disk]
         if self.network:
             lines.append(f"to a second node: {self.network.name}")
@@ -88,7 +91,7 @@ def _positive(name: str, value, limit: float) -> float:
         raise CourseError(f"{name} must be a number >= 0, got {value!r}.", f"Give {name} as a plain number, e.g. 128.")
     if value > limit:
         raise CourseError(f"{name} = {value:g} is beyond any single machine (limit {limit:g}).",
-                          f"Give {name} in the unit its name says (GB, GB/s, TFLOPS).")
+                          f"Give {name} in the unit its name says (GiB of memory, TB of disk, GB/s, TFLOPS).")
     return float(value)
 
 
@@ -98,9 +101,10 @@ def _normal(name: str) -> str:
 
 def how_to_describe() -> str:
     return ("describe your machine with helpers.machines.describe_machine(gpu=<a known name>, gpus=<count>, "
-            "ram_gb=<RAM>, ram=<a name from SYSTEM_MEMORY> or ram_bandwidth_gb_s=<GB/s>, disk_tb=<free disk>); for "
-            "a GPU the course does not know, pass gpu=custom_gpu('name', memory_gb=..., bandwidth_gb_s=..., "
-            "bf16_tflops=..., fp8='native'|'weight-only'|'none') with the figures from its datasheet")
+            "ram_gib=<RAM as sold: 128 for 128 GB of DIMMs>, ram=<a name from SYSTEM_MEMORY> or "
+            "ram_bandwidth_gb_s=<GB/s>, disk_tb=<free disk>); for a GPU the course does not know, pass "
+            "gpu=custom_gpu('name', memory_gib=<its \"GB\", which are GiB>, bandwidth_gb_s=..., bf16_tflops=..., "
+            "fp8='native'|'weight-only'|'none') with the figures from its datasheet")
 
 
 def find_accelerator(name: str) -> hw.Accelerator:
@@ -117,18 +121,19 @@ def find_accelerator(name: str) -> hw.Accelerator:
         f"Pick one of those names or a preset (helpers.machines.preset(name)), or {how_to_describe()}.")
 
 
-def custom_gpu(name: str, *, memory_gb: float, bandwidth_gb_s: float, bf16_tflops: float, fp8: str = "none",
+def custom_gpu(name: str, *, memory_gib: float, bandwidth_gb_s: float, bf16_tflops: float, fp8: str = "none",
                host_link: str = "PCIe 4.0 x16", int8_tops: float | None = None,
                fp8_tflops: float | None = None) -> hw.Accelerator:
-    """A GPU from its datasheet, for one the course does not list (figures in GB, GB/s, TFLOPS; dense, without
-    sparsity). Rates not given count as the 16-bit rate."""
+    """A GPU from its datasheet, for one the course does not list: memory as sold (its "GB" are GiB: a 48 GB card is
+    memory_gib=48), bandwidth in GB/s, rates in TFLOPS (dense, without sparsity). Rates not given count as the 16-bit
+    rate."""
     if fp8 not in ("native", "weight-only", "none"):
         raise CourseError(f"fp8 must be 'native', 'weight-only' or 'none', not {fp8!r}.",
                           "native: FP8 tensor cores (compute capability 8.9+); weight-only: 7.5-8.6; none: older.")
     if host_link not in hw.PCIE:
         raise CourseError(f"host_link {host_link!r} is not a PCIe generation the course knows.",
                           f"Use one of: {', '.join(hw.PCIE)}.")
-    memory = _positive("memory_gb", memory_gb, 10_000) * GB
+    memory = _positive("memory_gib", memory_gib, 10_000) * GiB
     bandwidth = _positive("bandwidth_gb_s", bandwidth_gb_s, 100_000) * hw.GB_PER_S
     flops = _positive("bf16_tflops", bf16_tflops, 100_000) * hw.TFLOPS
     if not (memory and bandwidth and flops):
@@ -141,12 +146,13 @@ def custom_gpu(name: str, *, memory_gb: float, bandwidth_gb_s: float, bf16_tflop
 
 
 def describe_machine(name: str = "your machine", *, gpu: str | hw.Accelerator | None = None, gpus: int = 1,
-                     gpu_list: list | tuple | None = None, ram_gb: float = 0, ram: str | hw.SystemMemory | None = None,
+                     gpu_list: list | tuple | None = None, ram_gib: float = 0, ram: str | hw.SystemMemory | None = None,
                      ram_bandwidth_gb_s: float | None = None, disk_tb: float = 2.0,
                      disk: hw.Drive | None = hw.NVME_GEN4, apple: str | hw.UnifiedMemoryChip | None = None,
                      network: hw.Network | None = None) -> Machine:
     """A machine from names and numbers. `gpu` x `gpus`, or `gpu_list` for mixed GPUs; `apple` ("M2 Ultra", "M3 Ultra")
-    for a Mac (then ram_gb is its unified memory). RAM bandwidth from `ram` (a SystemMemory or its name) or given."""
+    for a Mac (then ram_gib is its unified memory). `ram_gib`: the RAM as sold, whose "GB" are GiB (two 64 GB DIMMs:
+    128). RAM bandwidth from `ram` (a SystemMemory or its name) or given."""
     if gpu_list is not None and (not isinstance(gpu_list, (list, tuple)) or len(gpu_list) > MAX_GPUS):
         raise CourseError(f"gpu_list must be a list of at most {MAX_GPUS} GPUs.", how_to_describe() + ".")
     if gpu_list is None:
@@ -155,8 +161,8 @@ def describe_machine(name: str = "your machine", *, gpu: str | hw.Accelerator | 
                               "Count the GPUs of one node; a second node is planned by the two-node route.")
         gpu_list = [gpu] * gpus if gpu is not None else []
     chosen = tuple(g if isinstance(g, hw.Accelerator) else find_accelerator(g) for g in gpu_list)
-    ram_bytes = _positive("ram_gb", ram_gb, MAX_MEMORY_GB) * GB
-    disk_bytes = _positive("disk_tb", disk_tb, MAX_MEMORY_GB / 1000) * TB
+    ram_bytes = _positive("ram_gib", ram_gib, MAX_MEMORY_GIB) * GiB
+    disk_bytes = _positive("disk_tb", disk_tb, MAX_DISK_TB) * TB
     chip = None
     if apple is not None:
         if isinstance(apple, hw.UnifiedMemoryChip):
@@ -166,10 +172,10 @@ def describe_machine(name: str = "your machine", *, gpu: str | hw.Accelerator | 
         else:
             raise CourseError(f"Unknown Apple chip {apple!r}.", f"Use one of: {', '.join(hw.APPLE_CHIPS)}.")
         if chosen:
-            raise CourseError("A Mac has no separate GPUs to list.", "Pass apple=... and ram_gb=..., without gpu.")
+            raise CourseError("A Mac has no separate GPUs to list.", "Pass apple=... and ram_gib=..., without gpu.")
         if ram_bytes > chip.memory_bytes:
-            raise CourseError(f"{chip.name} is sold with at most {format_bytes(chip.memory_bytes, binary=False)}.",
-                              f"Give ram_gb <= {chip.memory_bytes / GB:.0f}.")
+            raise CourseError(f"{chip.name} is sold with at most {chip.memory_bytes / GiB:.0f} GB (GiB) of memory.",
+                              f"Give ram_gib <= {chip.memory_bytes / GiB:.0f}.")
     memory = None
     if chip is not None:
         bandwidth, ram_name = chip.memory_bandwidth, f"{chip.name} unified memory"
@@ -199,29 +205,29 @@ def _with_notes(machine: Machine, *notes: str) -> Machine:
 def _presets() -> dict[str, Machine]:
     desktop = "a desktop: one consumer GPU, two memory channels, a PCIe 4.0 NVMe drive"
     presets = [
-        _with_notes(describe_machine("24 GB GPU + 64 GB DDR5", gpu="RTX 4090", ram_gb=64, ram=hw.DDR5_5600_2CH.name),
+        _with_notes(describe_machine("24 GB GPU + 64 GB DDR5", gpu="RTX 4090", ram_gib=64, ram=hw.DDR5_5600_2CH.name),
                     desktop + " (2 x 32 GB at the CPU's rated DDR5-5600)"),
-        _with_notes(describe_machine("24 GB GPU + 128 GB DDR5", gpu="RTX 4090", ram_gb=128, ram=hw.DDR5_5600_2CH.name),
+        _with_notes(describe_machine("24 GB GPU + 128 GB DDR5", gpu="RTX 4090", ram_gib=128, ram=hw.DDR5_5600_2CH.name),
                     desktop + " (2 x 64 GB at the CPU's rated DDR5-5600)"),
-        _with_notes(describe_machine("24 GB GPU + 256 GB DDR5", gpu="RTX 4090", ram_gb=256, ram=hw.DDR5_3600_2CH.name),
+        _with_notes(describe_machine("24 GB GPU + 256 GB DDR5", gpu="RTX 4090", ram_gib=256, ram=hw.DDR5_3600_2CH.name),
                     desktop + " (4 x 64 GB: with four DIMMs the CPU is rated for DDR5-3600 only)"),
-        _with_notes(describe_machine("Mac Studio M2 Ultra 192 GB", apple="M2 Ultra", ram_gb=192, disk_tb=2, disk=None),
+        _with_notes(describe_machine("Mac Studio M2 Ultra 192 GB", apple="M2 Ultra", ram_gib=192, disk_tb=2, disk=None),
                     "Mac Studio (2023), the largest M2 Ultra configuration"),
-        _with_notes(describe_machine("Mac Studio M3 Ultra 512 GB", apple="M3 Ultra", ram_gb=512, disk_tb=4, disk=None),
+        _with_notes(describe_machine("Mac Studio M3 Ultra 512 GB", apple="M3 Ultra", ram_gib=512, disk_tb=4, disk=None),
                     "Mac Studio (2025), the largest M3 Ultra configuration"),
-        _with_notes(describe_machine("1 x H200", gpu="H200", ram_gb=256, ram=hw.DDR5_4800_8CH.name, disk_tb=4,
+        _with_notes(describe_machine("1 x H200", gpu="H200", ram_gib=256, ram=hw.DDR5_4800_8CH.name, disk_tb=4,
                                      network=hw.INFINIBAND_NDR_8),
                     "one H200 SXM (a cloud instance) with 256 GB of RAM on one socket's 8 channels"),
-        _with_notes(describe_machine("2 x H100 80 GB", gpu="H100", gpus=2, ram_gb=512, ram=hw.DDR5_4800_8CH.name,
+        _with_notes(describe_machine("2 x H100 80 GB", gpu="H100", gpus=2, ram_gib=512, ram=hw.DDR5_4800_8CH.name,
                                      disk_tb=4, network=hw.INFINIBAND_NDR_8),
                     "two H100 SXM (a cloud instance) with 512 GB of RAM on one socket's 8 channels"),
-        _with_notes(describe_machine("8 x A100 80 GB", gpu="A100-80GB", gpus=8, ram_gb=2000, ram=hw.DDR4_3200_16CH.name,
+        _with_notes(describe_machine("8 x A100 80 GB", gpu="A100-80GB", gpus=8, ram_gib=2048, ram=hw.DDR4_3200_16CH.name,
                                      disk_tb=15, network=hw.INFINIBAND_HDR_8),
                     "a DGX A100 640GB: 2 TB of DDR4, 15 TB of NVMe (one drive's read rate is used)"),
-        _with_notes(describe_machine("8 x H100 80 GB", gpu="H100", gpus=8, ram_gb=2000, ram=hw.DDR5_4800_16CH.name,
+        _with_notes(describe_machine("8 x H100 80 GB", gpu="H100", gpus=8, ram_gib=2048, ram=hw.DDR5_4800_16CH.name,
                                      disk_tb=30, network=hw.INFINIBAND_NDR_8),
                     "a DGX H100: 2 TB of DDR5, 30 TB of NVMe (one drive's read rate is used)"),
-        _with_notes(describe_machine(PUBLISHED_RIG, gpu_list=["RTX 3090"] * 3 + ["RTX 4090"], ram_gb=256,
+        _with_notes(describe_machine(PUBLISHED_RIG, gpu_list=["RTX 3090"] * 3 + ["RTX 4090"], ram_gib=256,
                                      ram=hw.DDR5_5200_8CH.name),
                     "the rig of a published llama.cpp measurement (unsloth/grok-2-GGUF discussion #1): it gives 96 GB "
                     "of VRAM and 256 GB of DDR5, not the board; four GPUs point to a workstation, and the bound takes "
@@ -258,9 +264,35 @@ def _known_gpu(name: str, memory: float) -> hw.Accelerator | None:
     return None
 
 
+RAM_PROBE_BYTES = GiB  # one buffer of the RAM copy: far beyond any CPU cache (L3 is tens of MiB)
+
+
+def ram_copy_bandwidth(available_bytes: float, size_bytes: int | None = None, repeats: int = 2) -> float:
+    """Bytes per second of one large RAM-to-RAM copy (each byte read and written), the best of `repeats`. Two buffers
+    of `size_bytes` (default RAM_PROBE_BYTES, 1 GiB), at most an eighth of the free RAM each so the rest stays free.
+    A 128 MiB copy would partly run in the caches of a big CPU; 1 GiB does not. The buffers are filled with a constant, not random data
+    (a copy's speed does not depend on the values, and drawing 1 GiB of random numbers takes seconds)."""
+    import time
+
+    import torch
+
+    size = int(max(MiB, min(size_bytes or RAM_PROBE_BYTES, available_bytes // 8)))
+    source = torch.empty(size, dtype=torch.uint8)
+    source.fill_(1)
+    target = torch.empty_like(source)
+    target.copy_(source)  # the first copy touches every page of the target: not timed
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size / best
+
+
 def this_machine(measure_cpu_compute: bool = True) -> Machine:
-    """This machine: GPUs and RAM from helpers.hardware; RAM (and unknown GPUs') bandwidth measured by a large copy
-    (helpers.roofline.measure_copy_bandwidth), CPU matrix rate measured too. Takes a second or two on a CPU."""
+    """This machine: GPUs and RAM from helpers.hardware; RAM bandwidth measured by a 1 GiB copy (`ram_copy_bandwidth`)
+    and unknown GPUs' by helpers.roofline.measure_copy_bandwidth, CPU matrix rate measured too. Takes a second or two
+    on a CPU."""
     from ..hardware import hardware_summary
     from ..roofline import measure_copy_bandwidth, measure_matmul_rate
 
@@ -277,7 +309,7 @@ def this_machine(measure_cpu_compute: bool = True) -> Machine:
                                        "PCIe 4.0 x16"], "measured here", datacenter=False)
             notes.append(f"{gpu.name}: not in helpers.accelerators, its bandwidth and bf16 rate were measured")
         gpus.append(known)
-    ram_bandwidth = measure_copy_bandwidth("cpu", size_bytes=2**27, repeats=5)
+    ram_bandwidth = ram_copy_bandwidth(summary.ram_available_bytes or summary.ram_total_bytes)
     cpu_flops = measure_matmul_rate("cpu", n=512, repeats=5) if measure_cpu_compute else None
     unified = None
     if summary.device == "mps":
@@ -289,4 +321,4 @@ def this_machine(measure_cpu_compute: bool = True) -> Machine:
 
 
 __all__ = ["Machine", "PRESETS", "preset", "describe_machine", "custom_gpu", "find_accelerator", "this_machine",
-           "how_to_describe", "MAX_GPUS", "PUBLISHED_RIG"]
+           "how_to_describe", "ram_copy_bandwidth", "MAX_GPUS", "PUBLISHED_RIG"]

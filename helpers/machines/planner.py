@@ -1,19 +1,23 @@
-"""The route planner: every way to run Grok 2.5 on one machine, in one table, with the fastest that fits, or a clear
-"no route" saying what would be needed.
+"""The route planner: every way to run Grok 2.5 on one machine, in one table, with the highest decode bound among the
+routes that fit, or a clear "no route" saying what would be needed.
 
     plan = plan_routes("24 GB GPU + 128 GB DDR5")     # a preset, "this machine", or a Machine
     plan.table(gpu_hour_price=2.0)                     # one row per route
     print(plan.verdict())
-    plan.best                                          # the route with the highest decode bound that fits
+    plan.best                                          # the route in the table with the highest decode bound that fits
+    plan.fastest_files                                 # per llama.cpp route, the quantization with the highest bound
+
+Each llama.cpp route is listed at the most precise GGUF that fits it (`best_llama_cpp`), which is not its fastest: a
+smaller file reads fewer bytes per token. `fastest_files` keeps the fastest one per route, and the verdict names both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import CourseError
 from .gpu_routes import sglang_route, transformers_route, two_node_route, vllm_route
-from .llama_routes import FAMILIES, best_llama_cpp, hybrid_split
+from .llama_routes import FAMILIES, hybrid_split, llama_cpp_options
 from .machine import Machine, how_to_describe, preset
 from .route import GPU_USABLE, RAM_USABLE, Route, gb
 from .weights import engine_weights, gguf_quants, gguf_weights, grok2_shape
@@ -26,6 +30,7 @@ class RoutePlan:
     machine: Machine
     context: int
     routes: list[Route]
+    fastest_files: dict[str, Route] = field(default_factory=dict)  # llama.cpp family -> its fastest fitting file
 
     @property
     def fitting(self) -> list[Route]:
@@ -50,11 +55,16 @@ class RoutePlan:
     def verdict(self) -> str:
         best = self.best
         if best is not None:
-            speed = best.decode_tok_s
-            pace = f"{speed:,.1f} tokens/s" if speed >= 1 else f"{1 / speed:,.1f} s per token"
-            return (f"{self.machine.name}: {len(self.fitting)} route(s) fit. Fastest bound: {best.title} "
-                    f"[{best.weights.name}], at most {pace} (batch 1, a {self.context:,}-token context; a bound, "
-                    f"limited by {best.limited_by.name}).")
+            text = (f"{self.machine.name}: {len(self.fitting)} route(s) fit. Highest decode bound in the table: "
+                    f"{best.title} [{best.weights.name}], at most {_pace(best.decode_tok_s)} (batch 1, a "
+                    f"{self.context:,}-token context; a bound, limited by {best.limited_by.name}).")
+            faster = [f"{route.title} [{route.weights.name}] {_pace(route.decode_tok_s)}"
+                      for family, route in self.fastest_files.items()
+                      if route.key != self.route(f"llama.cpp-{family}").key]
+            if faster:
+                text += (" The table lists each llama.cpp route at the most precise file that fits; the fastest file "
+                         "per route: " + "; ".join(faster) + ".")
+            return text
         return f"{self.machine.name}: no route runs Grok 2.5 here.\n" + "\n".join(
             f"- {line}" for line in what_would_be_needed(self.context))
 
@@ -66,19 +76,27 @@ class RoutePlan:
         return self.best
 
 
+def _pace(speed: float) -> str:
+    return f"{speed:,.1f} tokens/s" if speed >= 1 else f"{1 / speed:,.1f} s per token"
+
+
 def what_would_be_needed(context: int = DEFAULT_CONTEXT) -> list[str]:
     """The least machine of each kind that runs Grok 2.5, from the smallest GGUF and the FP8 weights."""
     quants = sorted(gguf_quants(), key=lambda q: gguf_weights(q).total)
     small = gguf_weights(quants[0])
     kv = grok2_shape().kv_bytes(context)
     fp8 = engine_weights("fp8")
-    always_on = small.always_on - small.bytes_by_class["embeddings"] + kv
+    counted = small.sized_for_fit(small.total)  # an approximate size counts with its margin, as the routes do
+    always_on = small.sized_for_fit(small.always_on - small.bytes_by_class["embeddings"]) + kv
+    ram = small.sized_for_fit(small.experts + small.bytes_by_class["embeddings"])
+    sized = "" if small.exact else f", counted as {gb(counted)}: its size is approximate"
     return [
-        f"CPU only (llama.cpp): {gb((small.total + kv) / RAM_USABLE)} of RAM for the smallest GGUF "
-        f"({small.name}, {gb(small.total)}, with the KV cache of {context:,} tokens), at {RAM_USABLE:.0%} usable",
+        f"CPU only (llama.cpp): {gb((counted + kv) / RAM_USABLE)} of RAM for the smallest GGUF "
+        f"({small.name}, {gb(small.total)}{sized}, with the KV cache of {context:,} tokens), at {RAM_USABLE:.0%} "
+        "usable",
         f"a GPU plus RAM (llama.cpp hybrid, {small.name}): {gb(always_on / GPU_USABLE)} of GPU memory for the "
-        f"always-on part and {gb(small.experts / RAM_USABLE)} of RAM for the experts",
-        f"a Mac (Metal): {gb((small.total + kv) / RAM_USABLE)} of unified memory ({small.name})",
+        f"always-on part and {gb(ram / RAM_USABLE)} of RAM for the experts and the embeddings",
+        f"a Mac (Metal): {gb((counted + kv) / RAM_USABLE)} of unified memory ({small.name})",
         f"the official route (SGLang, FP8): 8 GPUs with {gb((fp8.total + kv) / 8 / GPU_USABLE)} or more each",
     ]
 
@@ -104,8 +122,14 @@ def plan_routes(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> Route
     if two_nodes is not None:
         routes.append(two_nodes)
     routes += [transformers_route(machine, precision, context) for precision in ("bf16", "int8", "nf4")]
-    routes += [best_llama_cpp(machine, family, context) for family in FAMILIES]
-    return RoutePlan(machine, context, routes)
+    fastest = {}
+    for family in FAMILIES:  # best_llama_cpp and fastest_llama_cpp, from one pass over the quantizations
+        options = llama_cpp_options(machine, family, context)
+        fitting = [r for r in options if r.fits]
+        routes.append(fitting[-1] if fitting else options[0])
+        if fitting:
+            fastest[family] = max(fitting, key=lambda r: r.decode_tok_s)
+    return RoutePlan(machine, context, routes, fastest)
 
 
 def hybrid_table(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> list[dict]:
@@ -121,7 +145,7 @@ def hybrid_table(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> list
         route = hybrid_route(machine, weights, context)
         rows.append({
             "quant": quant,
-            "file": gb(weights.total),
+            "file": gb(weights.total) + ("" if weights.exact else " (approximate)"),
             "always-on part": gb(split["always_on"]) if split else "",
             "always-on fits the GPU": ("yes" if split["always_on_fits"] else "no") if split else "",
             "flags": _flags(split) if split else "",

@@ -3,7 +3,8 @@ bound, and what the gap is made of.
 
 A bound below a measurement would mean the bound is wrong (or the machine is not what it was assumed to be); a bound
 more than 4x above it means the route model leaves out something that matters. Both are checked
-(tests/test_machines.py). The measurements are secondary sources, recorded in docs/grok2-facts.md section 8.
+(tests/test_machines.py). The measurements are secondary sources, recorded in docs/grok2-facts.md section 8; each
+carries its public address, or says plainly that the course has none (`Measurement.url`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import accelerators as hw
+from ..units import GB_PER_S
 from .llama_routes import gpu_route, hybrid_route
 from .machine import PUBLISHED_RIG, preset
 from .planner import plan_routes
@@ -33,26 +35,34 @@ class Measurement:
     low: float  # tokens/s
     high: float
     source: str
+    url: str | None = None  # the public address of the source; None: the course has no link to it
 
     @property
     def middle(self) -> float:
         return (self.low + self.high) / 2
 
+    @property
+    def cited(self) -> str:
+        """The source with its address, or marked as unlinked."""
+        return f"{self.source}: {self.url}" if self.url else f"{self.source} (UNLINKED: no public address recorded)"
 
+
+# docs/grok2-facts.md section 8 names this post by its title and date only: the course has no address for it.
 _SGLANG_BLOG = ("blog post 'Grok2 OnPrem Deployment via sglang', 2025-09-14 (secondary; docs/grok2-facts.md "
                 "section 8)")
-_UNSLOTH = "https://huggingface.co/unsloth/grok-2-GGUF/discussions/1 (secondary; docs/grok2-facts.md section 8)"
+_UNSLOTH = "unsloth/grok-2-GGUF discussion #1 (secondary; docs/grok2-facts.md section 8)"
+_UNSLOTH_URL = "https://huggingface.co/unsloth/grok-2-GGUF/discussions/1"
 MEASUREMENTS = (
     Measurement("SGLang 0.5.2rc2, 8 x H100 80 GB, FP8, Triton attention, batch 1", "8 x H100 80 GB", "sglang", None,
-                "decode", 93.0, 99.0, _SGLANG_BLOG),
+                "decode", 93.0, 99.0, _SGLANG_BLOG, None),
     Measurement("llama.cpp IQ1_S, 3 x RTX 3090 + RTX 4090 (96 GB VRAM), 256 GB DDR5", PUBLISHED_RIG, "llama.cpp",
-                "IQ1_S", "decode", 13.6, 13.6, _UNSLOTH),
+                "IQ1_S", "decode", 13.6, 13.6, _UNSLOTH, _UNSLOTH_URL),
     Measurement("llama.cpp IQ1_S, 3 x RTX 3090 + RTX 4090 (96 GB VRAM), 256 GB DDR5", PUBLISHED_RIG, "llama.cpp",
-                "IQ1_S", "prefill", 263.0, 263.0, _UNSLOTH),
+                "IQ1_S", "prefill", 263.0, 263.0, _UNSLOTH, _UNSLOTH_URL),
     Measurement("llama.cpp IQ4_XS, 3 x RTX 3090 + RTX 4090 (96 GB VRAM), 256 GB DDR5", PUBLISHED_RIG, "llama.cpp",
-                "IQ4_XS", "decode", 7.0, 7.0, _UNSLOTH),
+                "IQ4_XS", "decode", 7.0, 7.0, _UNSLOTH, _UNSLOTH_URL),
     Measurement("llama.cpp IQ4_XS, 3 x RTX 3090 + RTX 4090 (96 GB VRAM), 256 GB DDR5", PUBLISHED_RIG, "llama.cpp",
-                "IQ4_XS", "prefill", 115.0, 115.0, _UNSLOTH),
+                "IQ4_XS", "prefill", 115.0, 115.0, _UNSLOTH, _UNSLOTH_URL),
 )
 
 
@@ -139,7 +149,7 @@ def compare_published(measurements=MEASUREMENTS) -> list[dict]:
             "bound with --cpu-moe (tok/s)": round(offload_bound, 1) if offload_bound else None,
             "measured / bound with --cpu-moe": f"{m.middle / offload_bound:.2f}" if offload_bound else None,
             "gap": _gap(m, route, bound) + _layout_note(m, bound, offload_bound),
-            "source": m.source,
+            "source": m.cited,
         })
     return rows
 
@@ -154,7 +164,7 @@ def ram_check(quant: str = "IQ4_XS", measured: float = 7.0) -> list[dict]:
         machine = replace(rig, ram_bandwidth=memory.bandwidth, ram_name=memory.name)
         route = hybrid_route(machine, weights, PUBLISHED_CONTEXT)
         bound = route.decode_tok_s
-        rows.append({"system memory": memory.name, "GB/s": round(memory.bandwidth / 1e9, 1),
+        rows.append({"system memory": memory.name, "GB/s": round(memory.bandwidth / GB_PER_S, 1),
                      "decode bound (tok/s)": round(bound, 2) if bound else None,
                      "consistent with the measurement": bool(bound and bound >= measured)})
     return rows

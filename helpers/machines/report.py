@@ -7,31 +7,13 @@ speed), and `show_plan`, the one call that displays both in a notebook.
 
 from __future__ import annotations
 
+from ..tables import markdown_table
+from ..units import GB
 from .planner import RoutePlan, plan_routes
 from .route import Route, store_kind
 
 COLORS = {"gpu": "#4C72B0", "unified": "#8172B2", "ram": "#DD8452", "disk": "#C44E52", "pcie": "#937860",
           "nvlink": "#55A868", "network": "#DA8BC3"}
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        value = f"{value:,.3g}" if abs(value) < 10 else f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Rows of dicts as a Markdown table (pipes inside cells escaped)."""
-    if not rows:
-        return ""
-    columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 TABLE_COLUMNS = ["route", "weights", "fits", "decode bound (tok/s)", "s/token (bound)", "limited by",
@@ -52,13 +34,13 @@ def _bytes_panel(axis, route: Route) -> None:
         left, color = 0.0, COLORS[store_kind(where)]
         total = sum(p.bytes for p in items)
         for item in items:
-            axis.barh(row, item.bytes / 1e9, left=left, color=color, edgecolor="white", alpha=0.85)
+            axis.barh(row, item.bytes / GB, left=left, color=color, edgecolor="white", alpha=0.85)
             if item.bytes > 0.07 * max(total, capacity or 0.0):
-                axis.text(left + item.bytes / 2e9, row, item.what[:28], ha="center", va="center", fontsize=7,
+                axis.text(left + item.bytes / 2 / GB, row, item.what[:28], ha="center", va="center", fontsize=7,
                           color="white")
-            left += item.bytes / 1e9
+            left += item.bytes / GB
         if capacity:
-            axis.plot([capacity / 1e9] * 2, [row - 0.4, row + 0.4], color="black", linewidth=2)
+            axis.plot([capacity / GB] * 2, [row - 0.4, row + 0.4], color="black", linewidth=2)
     axis.set_yticks(range(len(stores)), [w if len(w) < 40 else w[:37] + "..." for w, _, _ in stores], fontsize=8)
     axis.set_xlabel("GB (black line: what may be filled)")
     axis.set_title(f"Where the bytes live: {route.title} [{route.weights.name}]", fontsize=9)
@@ -80,7 +62,8 @@ def _speed_panel(axis, plan: RoutePlan) -> None:
 
 
 def plot_plan(plan: RoutePlan, route: Route | None = None):
-    """A figure: where the bytes of `route` (default: the fastest that fits) live, and every fitting route's decode
+    """A figure: where the bytes of `route` (default: `plan.best`, the highest bound in the table) live, and every
+    fitting route's decode
     bound with the memory that sets it. Without a fitting route, a figure that says so."""
     import matplotlib.pyplot as plt  # also registers the notebook's inline display of figures
 

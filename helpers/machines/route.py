@@ -5,7 +5,13 @@ The decode bound is a *bound*, not a promise: per token, the sum over the memori
 bytes read / bandwidth (datasheet peaks), so no engine can decode faster on that machine with that layout. What it
 leaves out (kernel launches, communication latency, dequantization, the CPU's arithmetic, scheduling) only slows a
 real run down. Prefill is bounded where it matters by arithmetic (2 x active parameters per token at the peak matrix
-rate) or by the weights that must cross PCIe.
+rate) or by the weights that must cross PCIe; where no matrix rate is known (a CPU or a Mac that was not measured)
+the prefill bound is left out rather than taken from the weight reads alone.
+
+Each place a route keeps bytes is listed by tensor class (`Placement.kind`: a key of
+`helpers.model_parts.TENSOR_CLASSES`, or "kv_cache"), and what a decoded token reads from each memory follows from
+those classes (`read_share`): every weight once, except the experts its router did not pick and all but one row of
+the embedding table.
 """
 
 from __future__ import annotations
@@ -13,19 +19,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..loading import GPU_HEADROOM_FRACTION, RAM_USABLE_FRACTION
-from ..units import format_bytes
+from ..memory import GPU_USABLE_FRACTION, RAM_USABLE_FRACTION
+from ..units import GB_PER_S, format_bytes
 
 # The share of each GPU a plan may fill (the rest is for the CUDA context, activations and fragmentation) and of system
-# RAM (the OS, the engine and the page cache need the rest): helpers.loading's rules, the ones the course loads by.
-GPU_USABLE = 1.0 - GPU_HEADROOM_FRACTION
+# RAM (the OS, the engine and the page cache need the rest): helpers.memory's rules, the ones the course loads by.
+GPU_USABLE = GPU_USABLE_FRACTION
 RAM_USABLE = RAM_USABLE_FRACTION
 PREFILL_BATCH = 512  # tokens per prefill step: llama.cpp's default --ubatch-size; SGLang's chunks are larger
 
 
 def gb(n: float) -> str:
-    """Bytes in decimal GB, one decimal: the unit of every fit line."""
-    return f"{n / 1e9:,.1f} GB"
+    """Bytes in decimal GB, one decimal: the unit of every fit line (helpers.units.format_bytes, fixed unit)."""
+    return format_bytes(n, unit="GB", decimals=1)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,23 @@ class Placement:
     what: str  # a tensor class ("experts, layers 0-40"), or the KV cache
     where: str  # the name of a Memory
     bytes: float
+    kind: str = ""  # the class: a key of helpers.model_parts.TENSOR_CLASSES, or "kv_cache"
+
+    def read_per_token(self, shape) -> float:
+        """Bytes of this placement one decoded token reads (see read_share)."""
+        return self.bytes * read_share(self.kind, shape)
+
+
+def read_share(kind: str, shape) -> float:
+    """The share of a class's bytes one decoded token reads: the experts its router picks (top-k of the experts),
+    one row of the embedding table, everything else (KV cache included) whole."""
+    if kind == "experts":
+        return shape.expert_fraction
+    if kind == "embeddings":
+        return 1.0 / shape.vocab
+    if not kind:
+        raise ValueError("a placement without a class cannot be priced per token")
+    return 1.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,21 @@ class Route:
             "why": self.why[-1] if self.why else "",
         }
 
+    def reads(self, where: str) -> float:
+        """Bytes a decoded token reads from the place `where`, from what is placed there, class by class."""
+        shape = self.weights.shape
+        return sum(p.read_per_token(shape) for p in self.placement if p.where == where)
+
+    def commands(self) -> list:
+        """The route's engine commands (one per node), [] without one."""
+        if self.command is None:
+            return []
+        return list(self.command) if isinstance(self.command, (list, tuple)) else [self.command]
+
+    def command_text(self) -> str:
+        """Each command ready to paste, after the engine version it was checked against."""
+        return "\n\n".join(f"# checked against {c.checked_against}\n{c.shell()}" for c in self.commands())
+
     def summary(self) -> str:
         """Several lines: fit and why, placement, reads per token, bounds, disk, needs."""
         lines = [f"{self.title} [{self.weights.name}]: {'fits' if self.fits else 'does not fit'}"]
@@ -158,7 +196,7 @@ class Route:
             lines += [f"    {p.what:<34s} {gb(p.bytes):>12s}  in {p.where}" for p in self.placement]
             lines.append("  read per decoded token (bound = sum of bytes / bandwidth):")
             for m in self.memories:
-                lines.append(f"    {m.name:<48s} {gb(m.read_per_token):>10s} / {m.bandwidth / 1e9:>8,.1f} GB/s "
+                lines.append(f"    {m.name:<48s} {gb(m.read_per_token):>10s} / {m.bandwidth / GB_PER_S:>8,.1f} GB/s "
                              f"= {m.seconds_per_token * 1e3:8.2f} ms")
             speed = self.decode_tok_s
             pace = f"{speed:,.1f} tokens/s" if speed >= 1 else f"{1 / speed:,.1f} s per token"
@@ -166,10 +204,15 @@ class Route:
                          "promise)")
             if self.prefill_tok_s:
                 lines.append(f"  prefill bound: {self.prefill_tok_s:,.0f} tokens/s ({self.prefill_why})")
+            elif self.prefill_why:
+                lines.append(f"  prefill bound: not given ({self.prefill_why})")
         if self.disk_bytes:
             lines.append(f"  disk: {format_bytes(self.disk_bytes, binary=False)} ({self.disk_why})")
         lines += [f"  needs: {n}" for n in self.needs]
         lines += [f"  note: {n}" for n in self.notes]
+        for c in self.commands()[:1]:  # every node runs the same release
+            install = "" if c.install.startswith(c.checked_against) else f" ({c.install})"
+            lines.append(f"  command checked against {c.checked_against}{install}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -194,5 +237,5 @@ def sequential_bandwidth(devices: list[tuple[float, float]]) -> float:
     return 1.0 / spread_time(1.0, devices)
 
 
-__all__ = ["Memory", "Placement", "Route", "Cost", "GPU_USABLE", "RAM_USABLE", "PREFILL_BATCH", "gb", "spread_time",
-           "store_kind", "sequential_bandwidth"]
+__all__ = ["Memory", "Placement", "Route", "Cost", "GPU_USABLE", "RAM_USABLE", "PREFILL_BATCH", "gb", "read_share",
+           "spread_time", "store_kind", "sequential_bandwidth"]

@@ -1,9 +1,10 @@
 """Grok 2.5's tensors by class, in bytes, for each weight format an engine stores: what each class weighs, what a
 decoded token reads of it, and the arithmetic a forward pass does. From the released config alone.
 
-Classes (the keys of `helpers.gguf.GgufSize.bytes_by_class` too): attention, dense_mlp, router, experts, norms,
-embeddings, lm_head. Parameter counts come from `helpers.memory.grok2_parameter_breakdown` and are checked against the
-meta-device count of `helpers.memory.plan_memory`; bytes per class follow the engine's format:
+Classes: `helpers.model_parts.TENSOR_CLASSES` (embeddings, attention, dense_mlp, router, experts, norms, lm_head),
+the keys of `helpers.memory.grok2_parameter_breakdown` and of `helpers.gguf.GgufSize.bytes_by_class` too. Parameter
+counts are checked against the meta-device count of `helpers.memory.plan_memory`; bytes per class follow the engine's
+format:
 
 - bf16: 2 bytes each;
 - fp8 (SGLang / vLLM `--quantization fp8`, quantized while loading): the attention, dense-MLP and expert matrices in
@@ -21,13 +22,16 @@ import functools
 from dataclasses import dataclass
 
 from ..memory import BYTES_PER_PARAM, FOUR_BIT_BYTES_PER_MATRIX
+from ..model_parts import TENSOR_CLASSES
 
-CLASSES = ("attention", "dense_mlp", "router", "experts", "norms", "embeddings", "lm_head")
-LABELS = {"attention": "attention (q, k, v, o)", "dense_mlp": "dense MLP", "router": "routers", "experts": "experts",
-          "norms": "norms", "embeddings": "embeddings", "lm_head": "LM head"}
-_BREAKDOWN_KEYS = {"attention": "attention (q,k,v,o)", "dense_mlp": "dense residual MLP", "router": "routers",
-                   "experts": "experts", "norms": "norms", "embeddings": "embeddings", "lm_head": "lm_head"}
+CLASSES = tuple(TENSOR_CLASSES)
+LABELS = {**TENSOR_CLASSES, "kv_cache": "KV cache"}
+PER_LAYER = ("attention", "dense_mlp", "router", "experts", "norms")  # the classes every decoder layer has
 ENGINE_FORMATS = ("bf16", "fp8", "int8", "nf4")
+# A GGUF whose size is approximated (one of unsloth's calibrated mixes, priced as llama.cpp's mix of the same base type:
+# the real file is larger by an amount the course has not recorded) must fit with this share of its computed size to
+# spare, unless a published size is recorded.
+APPROXIMATE_MARGIN = 0.10
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,9 @@ class Weights:
     exact: bool = True
     note: str = ""
     file_bytes: float | None = None  # on disk, header included (GGUF); None: the bytes by class
-    per_layer_experts: tuple[float, ...] = ()  # when layers differ (GGUF mixes give some layers more bits)
-    per_layer_dense: tuple[float, ...] = ()
+    # class -> bytes of each layer, layer 0 first, when layers differ (GGUF mixes give some layers more bits)
+    per_layer: dict[str, tuple[float, ...]] | None = None
+    published_bytes: float | None = None  # the file size its publisher lists, where the course recorded it
 
     @property
     def total(self) -> float:
@@ -95,18 +100,46 @@ class Weights:
         """Everything but the experts: what every token needs, whichever experts it picks."""
         return self.total - self.experts
 
+    def layers_of(self, name: str) -> tuple[float, ...]:
+        """Bytes of class `name` (one of PER_LAYER) in each layer, layer 0 first (the final norm is not a layer's)."""
+        if self.per_layer and name in self.per_layer:
+            return self.per_layer[name]
+        return (self.bytes_by_class[name] / self.shape.layers,) * self.shape.layers
+
     @property
     def expert_layers(self) -> tuple[float, ...]:
         """The experts of each layer (all 8 of them), layer 0 first."""
-        return self.per_layer_experts or (self.experts / self.shape.layers,) * self.shape.layers
+        return self.layers_of("experts")
 
     @property
     def dense_layers(self) -> tuple[float, ...]:
         """Each layer without its experts: attention, dense MLP, router, its norms."""
-        if self.per_layer_dense:
-            return self.per_layer_dense
-        b = self.bytes_by_class
-        return ((b["attention"] + b["dense_mlp"] + b["router"] + b["norms"]) / self.shape.layers,) * self.shape.layers
+        parts = [self.layers_of(name) for name in PER_LAYER if name != "experts"]
+        return tuple(sum(values) for values in zip(*parts))
+
+    @property
+    def fit_scale(self) -> float:
+        """What the computed bytes are multiplied by before a fit is decided: 1 for an exact size; for an approximated
+        one, the published size over the computed one where a size is published (never below 1), else
+        1 + APPROXIMATE_MARGIN."""
+        if self.exact:
+            return 1.0
+        if self.published_bytes:
+            return max(1.0, self.published_bytes / self.stored)
+        return 1.0 + APPROXIMATE_MARGIN
+
+    def sized_for_fit(self, nbytes: float) -> float:
+        """`nbytes` of these weights as a fit must count them (see fit_scale)."""
+        return nbytes * self.fit_scale
+
+    def fit_words(self) -> str:
+        """How the fit lines count an approximated size ("" for an exact one)."""
+        if self.exact:
+            return ""
+        if self.published_bytes:
+            return f" (sized by the larger of the computed and the published size, x{self.fit_scale:.3f})"
+        return (f" (approximate: the weights counted {APPROXIMATE_MARGIN:.0%} above their computed size, which "
+                "the real file exceeds by an amount not recorded)")
 
     @property
     def stored(self) -> float:
@@ -134,23 +167,19 @@ class Weights:
         return 8 * self.total / self.shape.total_params
 
 
-@functools.lru_cache(maxsize=1)
 def grok2_config():
-    """The released Grok 2.5 config.json (shipped in data/), as helpers.grok2's Grok2Config."""
-    from transformers import AutoConfig
+    """The released Grok 2.5 config.json (shipped in data/), as helpers.grok2's Grok2Config: helpers.memory's one
+    cached copy."""
+    from ..memory import grok2_released_config
 
-    from .. import grok2  # noqa: F401  (registers Grok 2)
-    from ..paths import GROK2_RELEASED_CONFIG
-
-    return AutoConfig.from_pretrained(GROK2_RELEASED_CONFIG)
+    return grok2_released_config()
 
 
-@functools.lru_cache(maxsize=1)
 def grok2_plan():
-    """The meta-device memory plan of the released config (helpers.memory.plan_memory), built once."""
-    from ..memory import plan_memory
+    """The meta-device memory plan of the released config: helpers.memory's one cached plan."""
+    from ..memory import grok2_released_plan
 
-    return plan_memory(grok2_config(), name="xai-org/grok-2")
+    return grok2_released_plan()
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,8 +187,7 @@ def grok2_shape() -> GrokShape:
     from ..memory import grok2_parameter_breakdown
 
     config, plan = grok2_config(), grok2_plan()
-    breakdown = grok2_parameter_breakdown(config)
-    params = {name: int(breakdown[key]) for name, key in _BREAKDOWN_KEYS.items()}
+    params = {name: int(count) for name, count in grok2_parameter_breakdown(config).items()}
     if sum(params.values()) != plan.total_params:  # the arithmetic and the meta-device count must agree
         raise AssertionError(f"parameter breakdown {sum(params.values()):,} != meta count {plan.total_params:,}")
     return GrokShape(layers=config.num_hidden_layers, experts=config.num_local_experts,
@@ -209,7 +237,9 @@ def gguf_quants() -> tuple[str, ...]:
 @functools.lru_cache(maxsize=None)
 def gguf_weights(quant: str) -> Weights:
     """Grok 2.5 as a GGUF file of quantization type `quant` (any of helpers.gguf.GGUF_QUANTS): sizes from
-    helpers.gguf, the tensor list and llama.cpp's block sizes, per class and per layer."""
+    helpers.gguf, the tensor list and llama.cpp's block sizes, per class and per layer. A type unsloth/grok-2-GGUF
+    publishes stands for unsloth's file: exact only where that file is llama.cpp's own mix (not one of its dynamic
+    mixes, whatever its name: its TQ1_0 is grok-2-UD-TQ1_0.gguf)."""
     from .. import gguf
 
     config = grok2_config()
@@ -220,15 +250,22 @@ def gguf_weights(quant: str) -> Weights:
     per_class = {name: float(size.bytes_by_class[name]) for name in CLASSES}
     shapes = gguf.expected_gguf_tensors(config)
     layers = config.num_hidden_layers
-    experts, dense = [0.0] * layers, [0.0] * layers
+    per_layer = {name: [0.0] * layers for name in PER_LAYER}
     for name, ggml_type in size.tensor_types.items():
         if name.startswith("blk."):
             layer = int(name.split(".")[1])
-            target = experts if "_exps." in name else dense
-            target[layer] += gguf.tensor_bytes(ggml_type, shapes[name])
-    return Weights(f"GGUF {size.quant}", per_class, grok2_shape(), "int8", bool(size.exact), size.note,
-                   float(size.total_bytes), tuple(experts), tuple(dense))
+            per_layer[gguf.sizes.tensor_class(name)][layer] += gguf.tensor_bytes(ggml_type, shapes[name])
+    unsloth = gguf.UNSLOTH_FILES.get(quant)
+    exact, note = bool(size.exact), size.note
+    if unsloth is not None and unsloth.dynamic and exact:
+        exact = False
+        note = (f"unsloth's {quant} is its file {unsloth.stem}.gguf, one of its dynamic mixes: priced as llama.cpp's "
+                f"{quant} mix; " + note)
+    return Weights(f"GGUF {size.quant}", per_class, grok2_shape(), "int8", exact, note, float(size.total_bytes),
+                   {name: tuple(values) for name, values in per_layer.items()},
+                   float(unsloth.published_bytes) if unsloth and unsloth.published_bytes else None)
 
 
-__all__ = ["CLASSES", "LABELS", "ENGINE_FORMATS", "GrokShape", "Weights", "grok2_config", "grok2_plan", "grok2_shape",
+__all__ = ["CLASSES", "LABELS", "PER_LAYER", "APPROXIMATE_MARGIN", "ENGINE_FORMATS", "GrokShape", "Weights",
+           "grok2_config", "grok2_plan", "grok2_shape",
            "engine_weights", "gguf_weights", "gguf_quants"]
