@@ -1,6 +1,9 @@
 """pytest settings shared by the tests and the notebook runs (nbval), and the check that a run leaves no process behind."""
 
+import ctypes
+import ctypes.util
 import os
+import sys
 import time
 
 import pytest
@@ -9,6 +12,24 @@ import pytest
 # keeps a port, a lock or a download going on a learner's machine. At the end of the run, every process this pytest
 # started (children, grandchildren) must be gone, after a short grace for ones already on their way out.
 LEFTOVER_GRACE_S = float(os.environ.get("GROK2_COURSE_LEFTOVER_GRACE_S", "10"))
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def _adopt_orphans() -> bool:
+    """Make this pytest the 'subreaper' of everything it starts (Linux). Without it, a process whose parent died (git
+    left behind by a killed `helpers.download pull`, a double-forked server) is re-parented to init and vanishes from
+    pytest's process tree, so the check below could not see it. With it, such orphans become pytest's children."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def pytest_configure(config):
+    _adopt_orphans()
 
 
 def pytest_collection_modifyitems(items):
@@ -40,8 +61,21 @@ def _describe(process) -> str:
         return f"pid {process.pid}"
 
 
+def _reap_adopted_zombies():
+    """Orphans adopted by the subreaper are our children now: collect the exit status of those that ended (nobody
+    else will), so they do not stay as zombies. Only at the end of the run, when no test waits on its own children."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
+    _reap_adopted_zombies()
     deadline = time.monotonic() + LEFTOVER_GRACE_S
     leftovers = _live_descendants()
     while leftovers and time.monotonic() < deadline:

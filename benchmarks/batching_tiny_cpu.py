@@ -33,6 +33,7 @@ import transformers
 
 import helpers
 from helpers.chat import SamplingSettings, measure_batching
+from helpers.hardware import cpu_cores, cpu_name
 
 QUESTIONS = [
     "How many experts does Grok 2 have?", "What is your name?", "How many layers does Grok 2 have?",
@@ -43,16 +44,6 @@ WORKLOADS = {
     "chat answers": SamplingSettings(max_new_tokens=48),
     "fixed 32 tokens": SamplingSettings(max_new_tokens=32, stop=(), stop_token_ids=()),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -74,7 +65,7 @@ def main() -> None:
     result = {
         "what": "tiny Grok 2, greedy, the same 8 chat questions answered batch_size at a time (left padding)",
         "command": "python benchmarks/batching_tiny_cpu.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_before": os.getloadavg()},
+        "machine": {"cpu": cpu_name(), "cores": cpu_cores(), "load_average_before": os.getloadavg()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -40,11 +40,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 import helpers  # noqa: F401  (registers Grok 2)
-from helpers.evaluation import format_table
 from helpers.fast_generation import FastGenerator
 from helpers.grok2 import grouped_experts
+from helpers.hardware import compute_dtype, device_kind
 from helpers.roofline import (count_active_experts, decode_step_bytes, machine_info, measure_ceilings,
                               roofline_tokens_per_s)
+from helpers.tables import markdown_table
 
 GENERATE_METHODS = ("generate-dynamic", "generate-static")
 FAST_METHODS = ("fast-eager", "fast-cuda-graph", "fast-compile", "fast-compile-tuned")
@@ -470,7 +471,7 @@ def markdown(results: dict) -> str:
                 r.get("tokens_equal_generate"), ""),
             "wall s": r.get("wall_s"),
         } for r in entry["rows"]]
-        lines += [format_table(rows), ""]
+        lines += [markdown_table(rows), ""]
         if "prefill" in entry:
             p = entry["prefill"]
             lines += [f"Prefill of {p['tokens']} tokens: {p['seconds'] * 1e3:.1f} ms, {p['flops_per_s'] / 1e12:.1f} "
@@ -530,12 +531,12 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     deadline = started + (args.budget_s or float("inf"))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if device_kind() == "cuda" else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.suite == "gpu" and device.type != "cuda":
         raise SystemExit("--suite gpu needs a CUDA GPU; use --suite cpu or --suite smoke here.")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = compute_dtype(device)
     suite = SUITES[args.suite]
     ceilings = measure_ceilings(device)
     import transformers

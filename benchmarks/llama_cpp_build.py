@@ -11,13 +11,12 @@ benchmarks/results/llama-cpp-build.json, which `helpers.engine_sources` quotes b
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from helpers import engine_sources
 from helpers.errors import CourseError
-from helpers.hardware import cpu_name
+from helpers.hardware import cpu_cores, cpu_name
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not info_path.is_file():
         raise CourseError("No measured build on this machine.", "run `python -m helpers.engine_sources build` first")
     info = json.loads(info_path.read_text())
-    cores = os.cpu_count()
+    cores = cpu_cores()
     record = {"date": time.strftime("%Y-%m-%d", time.localtime(info_path.stat().st_mtime)),
               "minutes": round(info["seconds"] / 60, 1), "seconds": info["seconds"], "jobs": info["jobs"],
               "targets": info["targets"], "llama_cpp_python": info["llama_cpp_python"],

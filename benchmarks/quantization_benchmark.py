@@ -34,10 +34,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 import helpers
-from helpers.evaluation import agreement, format_table, measure_speed, next_token_logprobs
+from helpers.evaluation import agreement, measure_speed, next_token_logprobs
 from helpers.quantization import (
     planned_bytes, quantized_footprint, unquantized_matrices, whole_model_bytes)
 from helpers.roofline import machine_info
+from helpers.tables import markdown_table
 
 # Shapes of real models (random weights). Llama: TinyLlama-1.1B's shape. GraniteMoE: the course's `small` profile
 # (Granite 3.1 3B-A800M, data/configs/), whose experts are 3D tensors in transformers v5.
@@ -194,13 +195,13 @@ def markdown(results: dict) -> str:
         f"{results['parameters'] / 1e9:.3f}B parameters)",
         "",
         f"- **Where**: {where}; {m['platform']}",
-        f"- **Versions**: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
+        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
         f"- **Command**: `{results['command']}` ({results['date']})",
         f"- **Workload**: prompt {results['prompt_len']} tokens, {results['new_tokens']} new tokens, batch "
         f"{results['batch']}; speed = best of several runs; fidelity on random prompts (random weights: rounding, "
         "not language quality)",
         "",
-        format_table(rows),
+        markdown_table(rows),
     ])
 
 

@@ -22,8 +22,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .accelerators import ACCELERATORS
 from .errors import CourseError
 from .paths import GROK2_RELEASED_CONFIG, TINY_MODEL_DIR
+from .tables import markdown_table
 from .units import GB
 
 ARTICLE_VRAM_BYTES = 24 * GB  # the article's "au moins 24 Go de VRAM" (its figure, quoted, not the course's)
@@ -110,6 +112,12 @@ MODEL_CARD = "the model card, https://huggingface.co/xai-org/grok-2"
 LICENCE = "https://huggingface.co/xai-org/grok-2/blob/main/LICENSE"
 
 
+def _article_model_name() -> str:
+    """The name the article's code passes to from_pretrained (its second line, as published)."""
+    line = next(line for line in ARTICLE_CODE if line.startswith("model_name ="))
+    return line.split("=", 1)[1].strip().strip('"')
+
+
 @dataclass(frozen=True)
 class Claim:
     quote: str  # the article's words (French, as published)
@@ -130,28 +138,60 @@ def claims() -> list[Claim]:
 
     grok = plan_profile("grok-2")
     bf16, nf4 = grok.weight_bytes("bf16"), grok.weight_bytes("nf4")
+    h100 = ACCELERATORS["H100"]
+    h100_for_nf4 = grok.gpus_needed(h100.memory_bytes, "nf4")
     model_type = unpatched_model_type(GROK2_RELEASED_CONFIG)
     stock = CONFIG_MAPPING_NAMES.get(model_type, "nothing")
     grok_types = sorted(name for name in CONFIG_MAPPING_NAMES if "grok" in name) or "none"
     article_cards = grok.gpus_needed(ARTICLE_VRAM_BYTES, "nf4")
     return [
+        Claim("Dans un post publié sur X le 24 août 2025, il a annoncé",
+              "announced in a post on X on 24 August 2025", NOT_TESTABLE,
+              "a post on X, which the course does not read; the release itself is dated by its licence, the Grok 2 "
+              f"Community License Agreement of 23 August 2025 (facts 3.5, {LICENCE})", "01, section 8"),
         Claim("Grok 2.5 est désormais disponible en open source sur Hugging Face",
               "Grok 2.5 is now open source on Hugging Face", PARTLY,
               "the weights are public (xai-org/grok-2) under xAI's own community licence, not an open-source one: "
               f"commercial use only within xAI's Acceptable Use Policy, no training of other models ({LICENCE})",
               "01, section 8"),
+        Claim("Grok 3, déjà largement utilisé par les utilisateurs de la plateforme X",
+              "Grok 3 is already widely used on X", NOT_TESTABLE,
+              "usage of X's own product: no figure the course can run or read measures it, and the course studies "
+              "xai-org/grok-2 only", "-"),
         Claim("la meilleure version de xAI en 2024", "xAI's best model of 2024", NOT_TESTABLE,
               "xAI's own description of its 2024 line-up; nothing in the weights can confirm or refute it", "-"),
         Claim("chercheurs, développeurs et entreprises peuvent désormais télécharger librement le modèle [...] "
               "l'adapter", "anyone may freely download and adapt it", PARTLY,
               f"downloading is free ({bf16 / GB:,.1f} GB in bf16, planner); fine-tuning Grok 2 itself is allowed, "
               f"using it or its outputs to train other models is not ({LICENCE})", "01, section 8; 05"),
+        Claim("ou même contribuer à son amélioration", "... or even contribute to improving it", PARTLY,
+              "each user can improve their own copy (fine-tuning is allowed, lesson 05), but the release holds "
+              "weights, config and tokenizer, with no modeling or training code (facts 3.4), so improvements stay in "
+              "each user's copy; using Grok 2 or its outputs to improve *other* models is forbidden (facts 3.5)",
+              "01, section 8; 05"),
+        Claim("rend Grok 2.5 facilement accessible à la communauté mondiale",
+              "Hugging Face makes it easily accessible to the worldwide community", PARTLY,
+              f"anyone can fetch it from the hub ({bf16 / GB:,.1f} GB in bf16, planner), under xAI's licence; running "
+              f"it is another matter: the model card's route is 8 GPUs with more than 40 GB each ({MODEL_CARD}), and "
+              f"even its 4-bit weights ({nf4 / GB:,.1f} GB) need {h100_for_nf4} x {h100.name} GPUs with an 8K-token "
+              "KV cache (planner)", "00, section 4; 01"),
+        Claim("dans la continuité d'autres acteurs ayant ouvert leurs modèles, comme Meta avec LLaMA ou Mistral AI",
+              "in line with Meta (LLaMA) and Mistral AI opening their models", NOT_TESTABLE,
+              "a comparison with other companies' releases, which the course does not study; what it reads is Grok "
+              "2's own licence, xAI's community licence rather than an open-source one (01, section 8)", "-"),
+        Claim("Grok 3 est actuellement le LLM par défaut sur X (ex-Twitter). Il est utilisé quotidiennement par des "
+              "millions d'utilisateurs", "Grok 3 is X's default LLM, used daily by millions", NOT_TESTABLE,
+              "a statement about X's product and its audience: no public measurement the course can run or read, "
+              "and not about the released model", "-"),
         Claim("Grok 3 [...] sera rendu open source dans six mois environ", "Grok 3 will be open in about six months",
               NOT_TESTABLE, "a promise made on 24 August 2025; the course studies only xai-org/grok-2", "-"),
         Claim("Grok 4 → accessible uniquement via abonnement payant", "Grok 4 is subscription-only", NOT_TESTABLE,
               "a product offer, outside what the course can run", "-"),
         Claim("une stratégie offensive [...] un signal politique", "the strategy and politics paragraphs",
               NOT_TESTABLE, "opinions about xAI's strategy, not claims about the model", "-"),
+        Claim("Son accessibilité devrait multiplier les cas d'usage [...] repositionner xAI comme un acteur "
+              "incontournable", "the outlook: more uses, xAI repositioned", NOT_TESTABLE,
+              "forecasts about Grok 3's future release and xAI's place in the market: nothing to run or measure", "-"),
         Claim("le modèle est disponible au format Transformers sur Hugging Face", "it is in Transformers format",
               FALSE,
               f"transformers {transformers.__version__} has no Grok model type ({grok_types}); the released "
@@ -178,6 +218,11 @@ def claims() -> list[Claim]:
               "none is offered: the model card's only deployment is SGLang on 8 GPUs with more than 40 GB each "
               f"({MODEL_CARD}); on any cloud that means renting such a machine and running it yourself",
               "06"),
+        Claim("voici les étapes minimales à suivre", "the minimal steps to follow", PARTLY,
+              "the steps it lists are needed but not enough: they are numbered 1, 3, 4, and none installs the "
+              "libraries named above (transformers, torch); after `git clone` and `cd grok-2`, the Python code "
+              f"names {_article_model_name()!r}, which transformers resolves as a hub repository (no folder of "
+              "that name exists in the clone), so the cloned files are never read", "01; 02, section 3"),
         Claim("python -m venv venv [...] sudo apt-get install git-lfs [...] git lfs install",
               "a virtual environment, then Git LFS", TRUE,
               "both are needed: without git-lfs a clone holds pointer files where the weights should be (lesson 01 "
@@ -207,12 +252,9 @@ def claims() -> list[Claim]:
 def verdict_table(rows: list[Claim] | None = None) -> str:
     """Markdown: claim, verdict, evidence, lesson."""
     marks = {TRUE: "✅", PARTLY: "◐", FALSE: "❌", NOT_TESTABLE: "—"}
-    lines = ["| the article says | verdict | evidence | lesson |", "|---|---|---|---|"]
-    for claim in rows or claims():
-        cells = [f"*{claim.quote}* ({claim.english})", f"{marks[claim.verdict]} {claim.verdict}", claim.evidence,
-                 claim.where]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
+    return markdown_table([{"the article says": f"*{claim.quote}* ({claim.english})",
+                            "verdict": f"{marks[claim.verdict]} {claim.verdict}", "evidence": claim.evidence,
+                            "lesson": claim.where} for claim in rows or claims()])
 
 
 # ---------------------------------------------------------------------------------------------- the replica folder
@@ -276,11 +318,9 @@ class ArticleRun:
 
     def table(self) -> str:
         """Markdown: each line of the article, what happened, and the course's line in its place."""
-        rows = ["| the article's line | what happened | the course's line |", "|---|---|---|"]
-        for line in self.lines:
-            cells = [f"`{line.line}`", ("✅ " if line.ok else "❌ ") + line.outcome, f"`{line.fix}`"]
-            rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        return "\n".join(rows)
+        return markdown_table([{"the article's line": f"`{line.line}`",
+                                "what happened": ("✅ " if line.ok else "❌ ") + line.outcome,
+                                "the course's line": f"`{line.fix}`"} for line in self.lines])
 
 
 def _with_trust_remote_code(line: str) -> str:

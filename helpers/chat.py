@@ -1,4 +1,4 @@
-"""Talking to the model: the chat template, sampling settings, stop strings and ids, streaming, batches.
+"""Generation for a chat: sampling settings, stop strings and ids applied while generating, streaming, batches.
 
 Everything here takes a conversation - a list of messages (`[{"role": "user", "content": ...}, ...]`, rendered with
 the tokenizer's chat template) or a raw prompt string (sent as it is) - plus `SamplingSettings`, and returns plain

@@ -1,8 +1,9 @@
 """Pictures drawn from the config, so they stay true: one Grok 2 layer, the 8 tensor-parallel slices of the released
-files, and what fits where (memory per precision against common GPUs).
+files, one layer split over tensor-parallel ranks, and what fits where (memory per precision against common GPUs).
 
     helpers.diagrams.grok2_layer(config)            # lesson 02
     helpers.diagrams.tensor_parallel_slices(config)  # lesson 01
+    helpers.diagrams.draw_layer_split(config, 8)     # lesson 02: one layer over 8 tensor-parallel ranks
     helpers.diagrams.what_fits_where(plan)           # lesson 00
 
 Every label is computed from the config or the planner, never typed. Each function returns a matplotlib `Figure`
@@ -12,11 +13,11 @@ Every label is computed from the config or the planner, never typed. Each functi
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 from .accelerators import ACCELERATORS, Accelerator
-from .units import GB
+from .memory import GPU_USABLE_FRACTION
+from .units import GB, format_bytes
 
 # Colours: one per role, the same in every picture.
 NORM, ATTENTION, ROUTER, EXPERT, CHOSEN, DENSE, SUM = ("#d9d9d9", "#9ecae1", "#fdd0a2", "#f0f0f0", "#fd8d3c",
@@ -183,13 +184,88 @@ def tensor_parallel_slices(config, tp: int = 8, bytes_per_weight: int = 2):
         axis.text(8.3, 5.0 - r * 0.42, f"rank {r}: TP-{r:03d}", color=colours[r], fontsize=8.5, weight="bold",
                   gid=f"rank:{r}")
     lines = [f"every rank reads all the TP-common files: {common_bytes / GB:,.1f} GB",
-             f"(embeddings, LM head, attention, dense MLP, norms, routers)",
+             "(embeddings, LM head, attention, dense MLP, norms, routers)",
              f"plus its own 3 slice files: 3 × {slice_file_bytes / GB:,.1f} GB",
              f"({c.num_hidden_layers} layers × {c.num_local_experts} experts × {rows} × {c.hidden_size} "
              f"× {bytes_per_weight} bytes each)",
              f"= {(common_bytes + 3 * slice_file_bytes) / GB:,.1f} GB read by each of the {tp} ranks"]
     for i, line in enumerate(lines):
         axis.text(8.3, 1.55 - i * 0.33, line, fontsize=7.5, gid=f"bytes:{i}")
+    return figure
+
+
+# ------------------------------------------------------------------------------- one layer split over the ranks
+
+
+def _heads(word: str, heads: tuple[int, int], span) -> str:
+    return f"{word}{'s' if heads[1] - heads[0] > 1 else ''} {span(*heads)}"
+
+
+def _layer_rows(config, tp_size: int, slices: int) -> list[tuple[str, str, str, list[str] | str]]:
+    """(row id, what, kind, one label per rank, or one label for a collective), from `rank_shard` itself."""
+    from .grok2.tensor_parallel_plan import rank_shard
+
+    shards = [rank_shard(config, tp_size, r, slices) for r in range(tp_size)]
+    span = lambda a, b: f"{a:,}-{b - 1:,}" if b - a > 1 else f"{a:,}"  # noqa: E731
+    hidden = f"{config.hidden_size:,} values per token"
+    return [
+        ("pre_attn_norm", "pre_attn_norm", NORM, ["a copy"] * tp_size),
+        ("q_proj", "q_proj: query heads\n(column-parallel)", ATTENTION,
+         [_heads("head", s.q_heads, span) for s in shards]),
+        ("kv_proj", "k_proj, v_proj: KV heads\n(column-parallel)", ATTENTION,
+         [_heads("KV head", s.kv_heads, span) for s in shards]),
+        ("o_proj", "o_proj: input columns\n(row-parallel)", ATTENTION, [span(*s.o_columns) for s in shards]),
+        ("all_reduce_1", "all-reduce", SUM, f"all-reduce: sum the {tp_size} partial attention outputs ({hidden})"),
+        ("middle_norms", "post_attn_norm,\npre_moe_norm", NORM, ["a copy"] * tp_size),
+        ("router", "router (gate)", ROUTER, [f"{config.num_local_experts} experts, top {config.num_experts_per_tok}"]
+         * tp_size),
+        ("experts", "every expert: w1, w3 rows,\nw2 columns", EXPERT,
+         [f"{span(r * config.moe_intermediate_size // tp_size, (r + 1) * config.moe_intermediate_size // tp_size)}"
+          f"\nfiles TP-{','.join(f'{f:03d}' for f in s.slice_files)}" for r, s in enumerate(shards)]),
+        ("dense_mlp", "dense MLP: gate, up rows,\ndown columns", DENSE, [span(*s.mlp_rows) for s in shards]),
+        ("all_reduce_2", "all-reduce", SUM, f"all-reduce: sum the {tp_size} partial (experts + dense MLP) outputs "
+                                            f"({hidden})"),
+        ("post_moe_norm", "post_moe_norm", NORM, ["a copy"] * tp_size),
+    ]
+
+
+def draw_layer_split(config, tp_size: int = 8, slices: int | None = None, bytes_per_weight: int = 2):
+    """One decoder layer of `config` split over `tp_size` ranks, as `helpers.grok2.tensor_parallel` splits it: what
+    each rank holds and computes, and the two all-reduces (lesson 02). Every label comes from the config and
+    `rank_shard`, so a size the split refuses is refused here too."""
+    from matplotlib.patches import Rectangle
+
+    from .memory import grok2_parameter_breakdown
+
+    slices = slices or tp_size
+    rows = _layer_rows(config, tp_size, slices)
+    label_w, cell_w, cell_h = 2.6, 1.25, 0.78
+    figure, axis = _figure(label_w + tp_size * cell_w * 0.95, 0.55 * len(rows) + 1.6)
+    axis.set_xlim(0, label_w + tp_size * cell_w)
+    axis.set_ylim(-len(rows) - 0.9, 0.9)
+    for r in range(tp_size):
+        axis.text(label_w + (r + 0.5) * cell_w, 0.35, f"rank {r}", ha="center", fontsize=9, weight="bold",
+                  gid=f"tp:rank:{r}")
+    for i, (row, what, colour, labels) in enumerate(rows):
+        y = -i - 0.5
+        axis.text(label_w - 0.1, y, what, ha="right", va="center", fontsize=8, gid=f"tp:what:{row}")
+        if isinstance(labels, str):  # a collective spans every rank
+            axis.add_patch(Rectangle((label_w + 0.03, y - cell_h / 2), tp_size * cell_w - 0.06, cell_h,
+                                     facecolor=colour, edgecolor="#c0392b", linewidth=1.6, gid=f"tp:{row}"))
+            axis.text(label_w + tp_size * cell_w / 2, y, labels, ha="center", va="center", fontsize=8.5,
+                      color="#c0392b", weight="bold", gid=f"tp:{row}:label")
+            continue
+        for r, label in enumerate(labels):
+            axis.add_patch(Rectangle((label_w + r * cell_w + 0.03, y - cell_h / 2), cell_w - 0.06, cell_h,
+                                     facecolor=colour, edgecolor="#444444", linewidth=0.8, gid=f"tp:{row}:{r}"))
+            axis.text(label_w + (r + 0.5) * cell_w, y, label, ha="center", va="center", fontsize=7,
+                      gid=f"tp:{row}:{r}:label")
+    parts = grok2_parameter_breakdown(config)
+    final_norm = config.hidden_size
+    layer = (sum(parts.values()) - parts["embeddings"] - parts["lm_head"] - final_norm) / config.num_hidden_layers
+    axis.set_title(f"One of {config.num_hidden_layers} decoder layers ({format_bytes(layer * bytes_per_weight)} in "
+                   f"{bytes_per_weight}-byte weights) on {tp_size} ranks: matrices split {tp_size} ways, norms and "
+                   f"router copied", fontsize=10)
     return figure
 
 
@@ -249,7 +325,7 @@ def what_fits_where(plan, machines=COMMON_MACHINES, precisions=("bf16", "fp8", "
     figure, axis = _figure(1.45 * len(columns) + 2.2, 0.85 * len(precisions) + 1.9)
     axis.set_xlim(-1.6, len(columns))
     axis.set_ylim(-0.2, len(precisions) + 1.25)
-    kept = 1 - inspect.signature(plan.margin_bytes).parameters["usable_fraction"].default  # the planner's rule
+    kept = 1 - GPU_USABLE_FRACTION  # the planner's rule
     axis.set_title(f"{plan.model_name}: weights + KV cache of {context_tokens:,} tokens against GPU memory "
                    f"({kept:.0%} of each GPU kept free)", fontsize=10)
     for j, label in enumerate(columns):
@@ -274,7 +350,8 @@ def what_fits_where(plan, machines=COMMON_MACHINES, precisions=("bf16", "fp8", "
 
 
 def _gb(n: float) -> str:
-    return f"{n / GB:,.1f} GB" if n < 10 * GB else f"{n / GB:,.0f} GB"
+    """A margin in GB: one decimal below 10 GB, none above (helpers.units.format_bytes, fixed unit)."""
+    return format_bytes(n, unit="GB", decimals=1 if n < 10 * GB else 0)
 
 
 def cells(figure, prefix: str) -> list[str]:
@@ -290,6 +367,6 @@ def texts(figure) -> list[str]:
     return [t.get_text() for t in figure.findobj(Text) if t.get_text()]
 
 
-__all__ = ["grok2_layer", "layer_labels", "tensor_parallel_slices", "what_fits_where", "fit_grid", "Fit",
-           "COMMON_MACHINES", "cells", "texts"]
+__all__ = ["grok2_layer", "layer_labels", "tensor_parallel_slices", "draw_layer_split", "what_fits_where",
+           "fit_grid", "Fit", "COMMON_MACHINES", "cells", "texts"]
 

@@ -8,7 +8,8 @@ Rules this module keeps:
 - never hangs: every external program runs with a short timeout;
 - works with no GPU, no torch and no psutil: a check that cannot run says so instead of crashing.
 
-`hardware_summary()` is the machine-readable part: `load_model` uses it to choose dtype and placement.
+The machine itself (GPUs, RAM, disk, bf16 support) is read by `helpers.hardware`, which `load_model` also uses to
+choose dtype and placement; this module judges what it reads.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def _pins_from(requirements: list[str]) -> dict[str, str]:
     return pins
 
 
-def pyproject_requirements(path: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    """`[project] dependencies` of pyproject.toml (tomllib; tomli on Python 3.10; else a strict minimal parse)."""
+def pyproject_requirements(path: Path = REPO_ROOT / "pyproject.toml", extras: bool = False) -> list[str]:
+    """`[project] dependencies` of pyproject.toml, then with `extras` every list of `[project.optional-dependencies]`
+    in the file's order (tomllib; tomli on Python 3.10; else a strict minimal parse)."""
     text = path.read_text(encoding="utf-8")
     try:
         import tomllib
@@ -100,10 +102,16 @@ def pyproject_requirements(path: Path = REPO_ROOT / "pyproject.toml") -> list[st
         except ModuleNotFoundError:
             tomllib = None
     if tomllib is not None:
-        return list(tomllib.loads(text)["project"]["dependencies"])
+        project = tomllib.loads(text)["project"]
+        groups = project.get("optional-dependencies", {}).values() if extras else ()
+        return list(project["dependencies"]) + [requirement for group in groups for requirement in group]
     project = text.split("[project]", 1)[1].split("\n[", 1)[0]
     block = re.search(r"^dependencies\s*=\s*\[(.*?)\]", project, re.S | re.M)
-    return re.findall(r"\"([^\"]+)\"", block.group(1)) if block else []
+    found = re.findall(r"\"([^\"]+)\"", block.group(1)) if block else []
+    if extras and "\n[project.optional-dependencies]" in text:
+        section = text.split("\n[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+        found += re.findall(r"\"([^\"]+)\"", re.sub(r"(?m)#.*$", "", section))
+    return found
 
 
 def _installed_distribution():
@@ -136,10 +144,14 @@ def installed_requirements() -> list[str] | None:
     return None if dist is None else list(dist.requires or [])
 
 
-def pinned_requirements() -> dict[str, str]:
-    """{package: pinned version}: from the installed course's metadata, else from pyproject.toml."""
-    installed = installed_requirements()
-    return _pins_from(installed if installed is not None else pyproject_requirements())
+def pinned_requirements(requirements: list[str] | None = None) -> dict[str, str]:
+    """{package: pinned version} of `requirements` (requirement strings, in their order), by default the installed
+    course's metadata, else pyproject.toml's dependencies. Requirements behind an extra (`; extra == "test"`) are left
+    out: `pinned_requirements(pyproject_requirements(extras=True))` gives every pin of pyproject.toml, extras included."""
+    if requirements is None:
+        installed = installed_requirements()
+        requirements = installed if installed is not None else pyproject_requirements()
+    return _pins_from(requirements)
 
 
 def _canonical(name: str) -> str:

@@ -3,14 +3,16 @@
     perplexity(model, tokenizer, texts)                 # exp(mean negative log-likelihood per predicted token)
     reference = next_token_logprobs(base, tokenizer, texts)
     agreement(reference, candidate, tokenizer, texts)   # top-1 agreement and KL divergence, position by position
+    max_abs_difference(logits, reference_logits)        # the largest gap between two tensors (two runs' logits)
     answer_loss(model, examples)                        # cross-entropy of the labelled (answer) tokens only
     evaluate_answers(model, tokenizer, conversations)   # greedy answers scored by token F1 and exact match
     measure_speed(model)                                # prefill and decode tokens/s
     best_time(function)                                 # seconds, best of a few runs (CUDA synchronised)
-    format_table(rows)                                  # a Markdown table of dicts
 
 Generic: any causal LM from transformers and its tokenizer. Lessons 03 (quantization) and 05 (fine-tuning) use them;
-`helpers.finetune` trains on the same labelled examples (`collate`, `summed_label_loss`) that `answer_loss` scores.
+`helpers.finetune` trains on the same labelled examples (batched by `helpers.batches.collate`, the loss summed by
+`summed_label_loss`) that `answer_loss` scores. Tables of results: `helpers.tables.markdown_table` (also importable
+here as `format_table`, the name lessons 02, 03 and 06 use).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .batches import IGNORE_INDEX, collate
+from .tables import markdown_table as format_table  # noqa: F401  (lessons 02, 03 and 06 import it from here)
 
 
 def _model_device(model) -> torch.device:
@@ -75,6 +80,14 @@ def kl_divergence(reference_logprobs: torch.Tensor, candidate_logprobs: torch.Te
     return (reference_logprobs.exp() * (reference_logprobs - candidate_logprobs)).sum(-1)
 
 
+def max_abs_difference(values: torch.Tensor, reference: torch.Tensor) -> float:
+    """The largest absolute difference between two tensors of one shape (e.g. two runs' logits), in float32.
+    Different shapes are refused rather than broadcast, which would compare the wrong entries."""
+    if values.shape != reference.shape:
+        raise ValueError(f"shapes differ: {tuple(values.shape)} vs {tuple(reference.shape)}")
+    return (values.float() - reference.float()).abs().max().item()
+
+
 @dataclass(frozen=True)
 class Agreement:
     top1: float  # share of positions where both models rank the same next token first
@@ -101,23 +114,6 @@ def agreement(reference, candidate, tokenizer, texts: Sequence, max_len: int = 2
 
 
 # ------------------------------------------------------------------------------------------ labelled answers
-
-IGNORE_INDEX = -100  # a label the loss skips (PyTorch's cross_entropy default ignore_index)
-
-
-def collate(examples: Sequence, pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad labelled examples (anything with `.input_ids` and `.labels`, such as `helpers.finetune.Example`) into
-    one batch. Padding is masked out of attention and loss."""
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        input_ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
 def summed_label_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -277,24 +273,3 @@ def measure_speed(model, prompt_len: int = 64, new_tokens: int = 16, batch: int 
     many = best_time(lambda: generate(new_tokens), repeats, device=device)
     per_token = max(many - one, 1e-9) / (new_tokens - 1)
     return Speed(batch * prompt_len / prefill, batch / per_token, prefill, per_token)
-
-
-# ------------------------------------------------------------------------------------------------------ tables
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return "-" if value is None else str(value)
-
-
-def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table (one row per dict). In Jupyter: `display(Markdown(format_table(rows)))`; elsewhere print it."""
-    if not rows:
-        return ""
-    columns = list(columns or rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)

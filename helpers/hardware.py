@@ -3,6 +3,8 @@ disk, CPU threads, and a short description for benchmark records.
 
     hw = hardware_summary()        # device kind, GPUs, RAM, free disk at the workspace
     hw.supports_bf16                # every GPU can compute in bf16 (compute capability >= 8.0)
+    device_kind()                  # "cuda", "mps" or "cpu", without reading every GPU's properties
+    compute_dtype("cuda")          # bf16 where the GPU has it, fp16 on a T4 / V100 and on MPS, fp32 on a CPU
     use_few_threads_for_tiny_models(profile)   # lessons: steady timings for a 675k-parameter model on a shared CPU
     machine_info("cuda")           # where a benchmark figure was measured
 
@@ -27,6 +29,22 @@ BF16_MIN_CAPABILITY = (8, 0)
 
 def capability_supports_bf16(capability: tuple[int, int]) -> bool:
     return tuple(capability) >= BF16_MIN_CAPABILITY
+
+
+def compute_dtype(device="cpu", bf16: bool | None = None):
+    """The dtype to compute in on `device` ("cuda", "cuda:1", "mps", "cpu" or a torch.device): bf16 on a GPU that has
+    it, fp16 on an older GPU and on Apple MPS, fp32 on a CPU (CPUs are slow at bf16 matmuls). `bf16`: whether the
+    GPU(s) compute in bf16, when already known (a `Hardware`'s `supports_bf16`); else the CUDA device is asked."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        if bf16 is None:
+            bf16 = capability_supports_bf16(torch.cuda.get_device_capability(device))
+        return torch.bfloat16 if bf16 else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
 
 
 @dataclass(frozen=True)
@@ -100,16 +118,22 @@ def ram_bytes() -> tuple[int, int]:
         return 0, 0
 
 
+def device_kind(torch=None) -> str:
+    """Where a model runs here: "cuda" (a CUDA GPU is visible), "mps" (Apple silicon) or "cpu". Cheap: no GPU's
+    properties or free memory are read (`hardware_summary` does that)."""
+    torch = torch or torch_or_none()
+    if torch is None:
+        return "cpu"
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return "cuda"
+    return "mps" if mps_available(torch) else "cpu"
+
+
 def hardware_summary() -> Hardware:
     """The device kind, each GPU with its free memory and compute capability, RAM, and free disk at the workspace."""
     torch = torch_or_none()
-    gpus: list[GPU] = []
-    device = "cpu"
-    if torch is not None and torch.cuda.is_available():
-        gpus = _cuda_gpus(torch)
-        device = "cuda" if gpus else "cpu"
-    elif torch is not None and mps_available(torch):
-        device = "mps"
+    device = device_kind(torch)
+    gpus = _cuda_gpus(torch) if device == "cuda" else []
     ram_total, ram_available = ram_bytes()
     return Hardware(
         device=device,
@@ -164,7 +188,7 @@ def machine_info(device="cpu") -> dict:
 
     device = torch.device(device)
     info = {"device": device.type, "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": cpu_name()}
+            "cpu_cores": cpu_cores(), "torch_threads": torch.get_num_threads(), "cpu": cpu_name()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_GiB=round(props.total_memory / 2**30, 1),
@@ -172,5 +196,6 @@ def machine_info(device="cpu") -> dict:
     return info
 
 
-__all__ = ["BF16_MIN_CAPABILITY", "torch_or_none", "capability_supports_bf16", "GPU", "Hardware", "hardware_summary", "mps_available",
-           "ram_bytes", "cpu_cores", "use_few_threads_for_tiny_models", "cpu_name", "machine_info"]
+__all__ = ["BF16_MIN_CAPABILITY", "torch_or_none", "capability_supports_bf16", "compute_dtype", "GPU", "Hardware",
+           "device_kind", "hardware_summary", "mps_available", "ram_bytes", "cpu_cores", "use_few_threads_for_tiny_models",
+           "cpu_name", "machine_info"]

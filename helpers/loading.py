@@ -11,7 +11,8 @@ What it decides for you, and prints so you can see it:
 It also catches the classic failures early: an LFS pointer file where weights should be, a truncated or damaged
 safetensors file (named, with the fix), a folder with no config, an unknown hub id; and without a network it says so in
 one line, within seconds (`helpers.network`), instead of retrying the hub for half a minute. `load_model(folder,
-verify=True)` checks every LFS file of a clone against its sha256 first.
+verify=True)` checks every LFS file of a clone against its sha256 first; by default (verify="auto") a git-LFS clone is
+checked as far as that is cheap (`check_checksums_if_cheap`).
 """
 
 from __future__ import annotations
@@ -28,19 +29,17 @@ from . import grok2  # noqa: F401  (registers Grok 2 with the Auto classes)
 from .grok2.checkpoint import is_released_layout, load_released_checkpoint
 from .grok2.tokenization_grok2 import tokenizer_from_tok_json
 from .errors import CourseError
-from .memory import MemoryPlan, plan_memory
+from .hardware import compute_dtype
+from .memory import GPU_USABLE_FRACTION, RAM_USABLE_FRACTION, MemoryPlan, plan_memory
 from .network import hub_offline_reason, say_once
 from .units import GB, format_bytes
 from .paths import GROK2_RELEASED_CONFIG
-from .profiles import get_profile
+from .profiles import resolve_source, resolve_tokenizer_source  # noqa: F401  (importable from here too)
 from .quantization import QUANTIZATION_PRECISION, quantization_config
 
 RELEASED_GROK2_ID = "xai-org/grok-2"
 RELEASED_TENSOR_PARALLELISM = 8  # the released files are pre-sharded for 8 ranks (SGLang --tp 8; lessons 01 and 06)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# Room kept free on each GPU for activations and the KV cache of a few thousand tokens.
-GPU_HEADROOM_FRACTION = 0.10
-RAM_USABLE_FRACTION = 0.80
 
 
 @dataclass(frozen=True)
@@ -59,22 +58,6 @@ class LoadPlan:
 
 
 # ------------------------------------------------------------------------------------------------------- sources
-
-
-def resolve_source(name_or_path: str | Path | None, profile: str | None = None) -> str:
-    """A local folder or a hub id; None means the profile's model."""
-    if name_or_path is None:
-        return get_profile(profile).model_id
-    return str(name_or_path)
-
-
-def resolve_tokenizer_source(name_or_path: str | Path | None, profile: str | None = None) -> str:
-    """Where the tokenizer of that model lives: the profile's tokenizer for the profile's model (the released Grok 2
-    and the GROK2_COURSE_MODEL override may keep it elsewhere), else the model's own folder or id."""
-    chosen = get_profile(profile)
-    if name_or_path is None or str(name_or_path) == chosen.model_id:
-        return chosen.tokenizer_id
-    return str(name_or_path)
 
 
 def is_local(source: str) -> bool:
@@ -142,10 +125,8 @@ def load_config(source: str) -> PreTrainedConfig:
 def choose_dtype(dtype, hardware, plan: MemoryPlan) -> torch.dtype:
     if dtype not in (None, "auto"):
         return getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    if hardware.device == "cuda":
-        return torch.bfloat16 if hardware.supports_bf16 else torch.float16
-    if hardware.device == "mps":
-        return torch.float16
+    if hardware.device in ("cuda", "mps"):  # bf16 on GPUs that all have it, else fp16 (helpers.hardware's rule)
+        return compute_dtype(hardware.device, bf16=hardware.supports_bf16)
     fits_fp32 = plan.weight_bytes("fp32") < RAM_USABLE_FRACTION * hardware.ram_available_bytes / 2
     return torch.float32 if fits_fp32 else torch.bfloat16
 
@@ -167,8 +148,10 @@ def what_would_fit(plan: MemoryPlan, budget_bytes: float) -> str:
     for precision, argument in options:
         if plan.weight_bytes(precision) <= budget_bytes:
             return f"It would fit here in {precision} ({format_bytes(plan.weight_bytes(precision))}): pass {argument}"
-    gpus = plan.gpus_needed(80 * GB, "bf16")
-    gpus_fp8 = plan.gpus_needed(80 * GB, "fp8")
+    from .accelerators import H100_SXM  # an "80 GB" GPU holds 80 GiB
+
+    gpus = plan.gpus_needed(H100_SXM.memory_bytes, "bf16")
+    gpus_fp8 = plan.gpus_needed(H100_SXM.memory_bytes, "fp8")
     smaller = "or use a smaller profile: GROK2_COURSE_PROFILE=small (one T4) or tiny (any CPU)"
     if is_released_grok2(plan.model_name):
         tp = RELEASED_TENSOR_PARALLELISM
@@ -194,7 +177,7 @@ def plan_placement(
         return LoadPlan(plan.model_name, dtype, quantization, device_map, max_memory, weights, "as requested")
 
     if hardware.device == "cuda":
-        budgets = {i: int(g.free_bytes * (1 - GPU_HEADROOM_FRACTION)) for i, g in enumerate(hardware.gpus)}
+        budgets = {i: int(g.free_bytes * GPU_USABLE_FRACTION) for i, g in enumerate(hardware.gpus)}
         gpu_total = sum(budgets.values())
         if weights <= budgets[0]:
             return LoadPlan(plan.model_name, dtype, quantization, {"": 0}, None, weights, "fits on GPU 0")
@@ -255,7 +238,7 @@ def load_model(
     max_memory: dict | None = None,
     verbose: bool = True,
     plan: LoadPlan | None = None,
-    verify: bool | str = False,
+    verify: bool | str = "auto",
     **from_pretrained_kwargs,
 ):
     """Load a causal LM (the profile's by default) in eval mode, placed and typed for this machine.
@@ -263,12 +246,18 @@ def load_model(
     `plan`: a LoadPlan from `plan_load` (the other arguments are then ignored): load exactly what it decided.
     `verify`: for a git clone, check every LFS file against its pointer's sha256 first. True skips files that `pull`
     (or an earlier check) hashed and that are unchanged since (same size, times and inode); "full" hashes every byte.
-    Whatever `verify` says, a local folder's safetensors files are checked for truncation and damaged headers."""
+    "auto" (the default) does the same as True for a git-LFS clone as long as at most AUTO_VERIFY_MAX_BYTES need hashing
+    now, and otherwise says in one line that the bytes were not checked, and how to check them (see
+    `check_checksums_if_cheap`); False checks no checksum. Whatever `verify` says, a local folder's safetensors files
+    are checked for truncation and damaged headers."""
     placement = plan or plan_load(
         name_or_path, profile=profile, dtype=dtype, quantization=quantization, device_map=device_map, max_memory=max_memory
     )
     source = placement.source
-    if verify:
+    if verify == "auto":
+        if is_local(source):
+            check_checksums_if_cheap(Path(source).expanduser(), verbose=verbose)
+    elif verify:
         check_checksums(Path(source).expanduser(), rehash=verify == "full")  # refuses what is not a clone
     if is_local(source):
         check_weight_files(Path(source).expanduser())
@@ -349,6 +338,57 @@ def check_checksums(folder: Path, rehash: bool = False) -> None:
         raise _damaged(folder / bad[0].path, folder, "; ".join(state.describe() for state in bad))
 
 
+# load_model's default for a git-LFS clone: hash at most this many bytes that the verified cache cannot vouch for.
+# Why check by default at all: a bit flipped among the tensor bytes passes every structural check and loads silently
+# as a subtly different model. Why it is cheap: `pull` records every file it hashed (integrity.VerifiedCache), so a
+# clone fetched with `pull` costs one stat per file, and a file changed since (a copy, an edit) is hashed again. Why a
+# bound: a clone filled by a plain `git lfs pull` has never been hashed - for Grok 2.5 that is hundreds of GB through
+# sha256 on one core before the load even starts - so past this much (tens of seconds of hashing) load_model says in
+# one line what it did not check and how to check it, and loads.
+AUTO_VERIFY_MAX_BYTES = 20 * GB
+
+
+def check_checksums_if_cheap(folder: Path, max_bytes: float | None = None, verbose: bool = True) -> None:
+    """`load_model(verify="auto")`: the downloaded LFS files of the clone `folder` against their pointers' sha256, where
+    that costs at most `max_bytes` of hashing (files the verified cache vouches for cost a stat). Refuses a damaged
+    file with the fix; prints one line when it checked nothing because more would need hashing. Not a clone, or no
+    LFS file: nothing to check against (the safetensors headers are still checked)."""
+    import subprocess
+
+    from .download import file_state, lfs_manifest, verified_cache
+
+    max_bytes = AUTO_VERIFY_MAX_BYTES if max_bytes is None else max_bytes
+    if not (folder / ".git").exists():
+        return
+    how = (f"`load_model(..., verify=True)` or `python -m helpers.download verify {folder}` checks every byte, and "
+           f"`download.pull({str(folder)!r})` re-fetches what is damaged")
+    try:
+        manifest = lfs_manifest(folder)
+        cache = verified_cache(folder)
+    except (CourseError, subprocess.CalledProcessError) as error:  # no git here, not a clone's top, no commit yet
+        why = error.problem if isinstance(error, CourseError) else (error.stderr or "").strip()[:200]
+        print(f"load_model: the LFS files of {folder} were not checked against their sha256 ({why}).")
+        return
+    quick = {p: file_state(folder, p, pointer, full_check=False) for p, pointer in manifest.items()}
+    bad = [state for state in quick.values() if state.state == "size mismatch"]
+    if bad:
+        raise _damaged(folder / bad[0].path, folder, "; ".join(state.describe() for state in bad))
+    present = [p for p, state in quick.items() if state.ok]  # pointers are refused earlier; a missing file is not ours
+    todo = [p for p in present if not cache.hit(p, folder / p, manifest[p])]
+    size = sum(manifest[p].size for p in todo)
+    if size > max_bytes:
+        print(f"load_model: {len(todo)} of the {len(present)} LFS files of {folder} ({format_bytes(size)}) were NOT "
+              f"checked against their sha256: never hashed by `download.pull`, or changed since, and more than the "
+              f"{format_bytes(max_bytes)} a load hashes by itself; {how}.")
+        return
+    bad = [state for state in (file_state(folder, p, manifest[p], cache=cache) for p in todo) if not state.ok]
+    if bad:
+        raise _damaged(folder / bad[0].path, folder, "; ".join(state.describe() for state in bad))
+    if verbose and todo:
+        print(f"Checked {len(present)} LFS files against their sha256: {len(todo)} hashed now "
+              f"({format_bytes(size)}), the rest hashed before and unchanged since.")
+
+
 def _load_released_layout(folder: Path, placement: LoadPlan):
     """xAI's pre-sharded files: stream them into the model (expert slices stitched, quantized on the fly if asked),
     no conversion on disk."""
@@ -360,9 +400,15 @@ def _load_released_layout(folder: Path, placement: LoadPlan):
                                     quantization_config=quantization_config(placement.quantization, placement.dtype))
 
 
-def load_tokenizer(name_or_path: str | Path | None = None, *, profile: str | None = None):
-    """The tokenizer that goes with the model, set up for generation (left padding, a pad token)."""
-    source = resolve_tokenizer_source(name_or_path, profile)
+def load_tokenizer(name_or_path: str | Path | None = None, *, profile: str | None = None, plan: LoadPlan | None = None):
+    """The tokenizer that goes with the model, set up for generation (left padding, a pad token).
+
+    `plan`: a LoadPlan from `plan_load` (the other arguments are then ignored): the tokenizer it resolved for its
+    model, so that a caller that loads `load_model(plan=plan)` gets the matching tokenizer without resolving again."""
+    if plan is not None:
+        source = plan.tokenizer_source or plan.source
+    else:
+        source = resolve_tokenizer_source(name_or_path, profile)
     if is_local(source):
         from .download import find_lfs_pointers
 

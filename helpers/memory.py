@@ -11,12 +11,14 @@ the active.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
-from .model_parts import KEEP_UNQUANTIZED
+from .accelerators import H100_SXM
+from .model_parts import KEEP_UNQUANTIZED, TENSOR_CLASSES
 from .units import GB, GiB, format_bytes  # noqa: F401  (re-exported: lessons call helpers.format_bytes)
 
 # Bytes per weight for each storage precision. nf4/fp4 (bitsandbytes): 4 bits + one fp32 absmax per 64 weights, and
@@ -37,6 +39,12 @@ QUANTIZED_PRECISIONS = ("fp8", "int8", "nf4", "fp4")
 # quantization of the scales, the 16 fp32 levels of NF4/FP4, and an fp32 offset. Nothing for a 270B model; most of
 # the overhead for a toy one.
 FOUR_BIT_BYTES_PER_MATRIX = 256 * 4 + 16 * 4 + 4
+# The share of a GPU's memory a plan may fill, the one rule every plan of the course uses (one model, LoRA training,
+# whole machines, load_model's placement): the rest is for the CUDA context, activations, allocator fragmentation and
+# communication buffers (SGLang's default `--mem-fraction-static` is of this order).
+GPU_USABLE_FRACTION = 0.9
+# The share of RAM a plan may fill: the operating system, the notebook and the loader's buffers need the rest.
+RAM_USABLE_FRACTION = 0.8
 
 
 
@@ -121,19 +129,19 @@ class MemoryPlan:
         precision: str = "bf16",
         context_tokens: int = 8192,
         batch: int = 1,
-        usable_fraction: float = 0.9,
+        usable_fraction: float = GPU_USABLE_FRACTION,
     ) -> int:
         """GPUs of `gpu_memory_bytes` needed to hold the weights plus the KV cache for `context_tokens` x `batch`.
 
-        `usable_fraction` leaves room for the CUDA context, activations and allocator fragmentation (SGLang's
-        default `--mem-fraction-static` is of this order). Engines also need the GPU count to divide the head counts
+        `usable_fraction` (default `GPU_USABLE_FRACTION`) leaves room for the CUDA context, activations and allocator
+        fragmentation. Engines also need the GPU count to divide the head counts
         (tensor parallelism): see `tensor_parallel_size`.
         """
         needed = self.weight_bytes(precision) + self.kv_cache_bytes(context_tokens, batch)
         return max(1, math.ceil(needed / (gpu_memory_bytes * usable_fraction)))
 
     def margin_bytes(self, gpu_memory_bytes: float, gpus: int, precision: str = "bf16", context_tokens: int = 8192,
-                     batch: int = 1, usable_fraction: float = 0.9) -> float:
+                     batch: int = 1, usable_fraction: float = GPU_USABLE_FRACTION) -> float:
         """What `gpus` GPUs have left by the rule of `gpus_needed` (negative: what they lack): >= 0 exactly when
         `gpus_needed(...) <= gpus`. One plan, one margin: the lessons print this rather than a second rule."""
         needed = self.weight_bytes(precision) + self.kv_cache_bytes(context_tokens, batch)
@@ -154,7 +162,8 @@ class MemoryPlan:
                     "weights_GB": round(weights / GB, 2),
                     "weights_GiB": round(weights / GiB, 2),
                     f"kv_cache_{context_tokens}_GiB": round(self.kv_cache_bytes(context_tokens) / GiB, 3),
-                    "H100_80GB_needed": self.gpus_needed(80 * GB, precision, context_tokens),
+                    # an "80 GB" H100 holds 80 GiB (helpers.accelerators)
+                    "H100_80GB_needed": self.gpus_needed(H100_SXM.memory_bytes, precision, context_tokens),
                 }
             )
         return rows
@@ -204,7 +213,8 @@ def plan_memory(config, name: str | None = None) -> MemoryPlan:
 
 
 def grok2_parameter_breakdown(config) -> dict[str, int]:
-    """Grok 2's parameters by part, by arithmetic on the config (the lesson checks it against `plan_memory`)."""
+    """Grok 2's parameters by tensor class (`helpers.model_parts.TENSOR_CLASSES`: the keys every planner uses), by
+    arithmetic on the config (the lesson checks it against `plan_memory`)."""
     h, layers = config.hidden_size, config.num_hidden_layers
     q_out = config.num_attention_heads * config.head_dim
     kv_out = config.num_key_value_heads * config.head_dim
@@ -213,12 +223,33 @@ def grok2_parameter_breakdown(config) -> dict[str, int]:
     one_expert = 3 * h * config.moe_intermediate_size
     router = h * config.num_local_experts
     norms = 4 * h
-    return {
-        "attention (q,k,v,o)": layers * attention,
-        "dense residual MLP": layers * dense_mlp,
-        "experts": layers * config.num_local_experts * one_expert,
-        "routers": layers * router,
-        "norms": layers * norms + h,
+    parts = {
         "embeddings": config.vocab_size * h,
+        "attention": layers * attention,
+        "dense_mlp": layers * dense_mlp,
+        "router": layers * router,
+        "experts": layers * config.num_local_experts * one_expert,
+        "norms": layers * norms + h,
         "lm_head": config.vocab_size * h,
     }
+    assert tuple(parts) == tuple(TENSOR_CLASSES)  # one list of classes for every planner
+    return parts
+
+
+@functools.lru_cache(maxsize=1)
+def grok2_released_config():
+    """The released Grok 2.5 config.json (the copy shipped in data/), as helpers.grok2's Grok2Config: read once.
+    Shared by every planner: do not modify it."""
+    from transformers import AutoConfig
+
+    from . import grok2  # noqa: F401  (registers Grok 2 with AutoConfig)
+    from .paths import GROK2_RELEASED_CONFIG
+
+    return AutoConfig.from_pretrained(GROK2_RELEASED_CONFIG)
+
+
+@functools.lru_cache(maxsize=1)
+def grok2_released_plan() -> MemoryPlan:
+    """The memory plan of the released Grok 2.5 (`plan_memory` of `grok2_released_config()`), built once on the meta
+    device and shared by the engines, the machine planner and the exercises."""
+    return plan_memory(grok2_released_config(), name="xai-org/grok-2")

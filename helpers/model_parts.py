@@ -22,6 +22,20 @@ ROUTER_SUFFIXES = ("block_sparse_moe.gate", "block_sparse_moe.router", "mlp.gate
 KEEP_UNQUANTIZED = ("lm_head", "block_sparse_moe.gate", "block_sparse_moe.router")
 
 
+# The classes of a mixture-of-experts model's tensors, as the planners count, place and price them: one definition for
+# helpers.memory (parameters per class), helpers.gguf (bytes per class of a GGUF file) and helpers.machines (where each
+# class lives and what a decoded token reads of it). Keys, in the model's order, and how lessons and tables name them.
+TENSOR_CLASSES = {
+    "embeddings": "embeddings",
+    "attention": "attention (q, k, v, o)",
+    "dense_mlp": "dense MLP",
+    "router": "routers",
+    "experts": "experts",
+    "norms": "norms",
+    "lm_head": "LM head",
+}
+
+
 def is_router(module_name: str) -> bool:
     return any(module_name.endswith(suffix) for suffix in ROUTER_SUFFIXES)
 
@@ -30,4 +44,4 @@ def is_router_parameter(parameter_name: str) -> bool:
     return any(f"{suffix}." in parameter_name for suffix in ROUTER_SUFFIXES)
 
 
-__all__ = ["ROUTER_SUFFIXES", "KEEP_UNQUANTIZED", "is_router", "is_router_parameter"]
+__all__ = ["ROUTER_SUFFIXES", "KEEP_UNQUANTIZED", "TENSOR_CLASSES", "is_router", "is_router_parameter"]

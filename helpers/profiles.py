@@ -205,6 +205,23 @@ def with_model_override(profile: Profile) -> Profile:
         notes=profile.notes + (f"Model replaced by {MODEL_ENV_VAR}; the workload sizes are the {profile.name} profile's.",))
 
 
+def resolve_source(name_or_path=None, profile: str | None = None) -> str:
+    """The model a call means, resolved once: a local folder or a hub id as given, or None for the profile's model
+    ($GROK2_COURSE_MODEL included). `plan_load` carries it in its plan; scripts and the server ask here."""
+    if name_or_path is None:
+        return get_profile(profile).model_id
+    return str(name_or_path)
+
+
+def resolve_tokenizer_source(name_or_path=None, profile: str | None = None) -> str:
+    """Where the tokenizer of that model lives: the profile's tokenizer for the profile's model (the released Grok 2
+    and the GROK2_COURSE_MODEL override may keep it elsewhere), else the model's own folder or id."""
+    chosen = get_profile(profile)
+    if name_or_path is None or str(name_or_path) == chosen.model_id:
+        return chosen.tokenizer_id
+    return str(name_or_path)
+
+
 def plan_profile(name: str | None = None):
     """The memory plan of a profile's model, from the config shipped in data/ (no network, no weights)."""
     from transformers import AutoConfig

@@ -6,6 +6,7 @@
     planned_bytes(footprint, "nf4")              # the planner's figure for exactly those matrices
     whole_model_bytes(model), planned_model_bytes(plan, "nf4", torch.float32)   # the same for the whole model
     quantization_support()                       # can this machine quantize, and if not, what to use instead
+    quiet_harmless_bitsandbytes_notices()        # done on import: drops two bitsandbytes log lines nobody can act on
 
 Lesson 03 uses all of them. bitsandbytes (the course pins 0.50) quantizes on CUDA GPUs and on x86/ARM CPUs; on a
 Mac its Apple-GPU backend is mostly pure-PyTorch fallbacks (compiled Metal kernels only on macOS 26+). Where nothing
@@ -16,12 +17,14 @@ alternative (GGUF with llama.cpp, MLX) instead of letting loading crash half way
 from __future__ import annotations
 
 import functools
+import logging
 import platform
 from dataclasses import dataclass
 
 import torch
 
 from .errors import CourseError
+from .hardware import device_kind
 from .memory import BYTES_PER_PARAM, FOUR_BIT_BYTES_PER_MATRIX
 from .model_parts import KEEP_UNQUANTIZED
 
@@ -81,6 +84,42 @@ KEEP_REASONS = {
     "block_sparse_moe.router": "the same for Mixtral-style models that call their router `router`",
 }
 
+# Two lines bitsandbytes 0.50 logs that a learner can do nothing about, each dropped by a filter on the one logger that
+# writes it. The filters are installed when this module is imported (`import helpers` imports it, before anything of
+# the course imports bitsandbytes, PEFT included); every other bitsandbytes message still shows.
+HARMLESS_BITSANDBYTES_NOTICES = {
+    "bitsandbytes.backends.cpu.ops": (
+        "Failed to load CPU gemm_4bit_forward from kernels-community",
+        "on a CPU with AVX512-BF16, importing bitsandbytes looks for an optional faster 4-bit kernel on the Hub (the "
+        "`kernels` package, which the course does not install); its built-in CPU kernels are used instead",
+    ),
+    "bitsandbytes.autograd._functions": (
+        "MatMul8bitLt: inputs will be cast from",
+        "LLM.int8 quantizes each matmul's activations from fp16 by design; with fp32 (CPU) or bf16 activations "
+        "bitsandbytes says so again on every matmul",
+    ),
+}
+
+
+class _DropHarmlessNotice(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+def quiet_harmless_bitsandbytes_notices() -> None:
+    """Drop the lines of HARMLESS_BITSANDBYTES_NOTICES (and nothing else). Idempotent; run on import."""
+    for name, (start, _why) in HARMLESS_BITSANDBYTES_NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropHarmlessNotice) and f.start == start for f in logger.filters):
+            logger.addFilter(_DropHarmlessNotice(start))
+
+
+quiet_harmless_bitsandbytes_notices()
+
 
 def check_quantization_kind(kind) -> None:
     """Raise the course's error for anything but None, "int8", "nf4" or "fp4" (what load_model accepts)."""
@@ -92,11 +131,15 @@ def check_quantization_kind(kind) -> None:
         )
 
 
-def quantization_config(kind: str | None, compute_dtype: torch.dtype, *, check_support: bool = True):
+def quantization_config(kind: str | None, compute_dtype: torch.dtype, *, check_support: bool = True,
+                        storage: torch.dtype = torch.uint8):
     """bitsandbytes settings for 8-bit or 4-bit loading; None for full precision.
 
     `check_support`: first make sure bitsandbytes works on this machine (`quantization_support`), and raise a
     CourseError naming the alternative if it does not - load_model calls this before loading anything.
+    `storage`: the dtype 4-bit weights are packed into (bytes by default). FSDP shards a model's weights only if they
+    share one dtype: QLoRA under FSDP packs them into the dtype of the other weights, e.g. torch.bfloat16
+    (scripts/train_lora.py, PEFT's FSDP-QLoRA recipe); the bits stored are the same.
     """
     check_quantization_kind(kind)
     if kind is None:
@@ -118,7 +161,7 @@ def quantization_config(kind: str | None, compute_dtype: torch.dtype, *, check_s
         bnb_4bit_quant_type=kind,
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
-        bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_quant_storage=storage,
         llm_int8_skip_modules=keep,
     )
 
@@ -256,15 +299,6 @@ class QuantizationSupport:
     alternative: str = ""  # what to use instead (always set on a Mac, and whenever unavailable)
 
 
-def _default_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 @functools.lru_cache(maxsize=None)
 def _probe(device: str) -> str | None:
     """Quantize and de-quantize one small matrix in 4 and 8 bits on `device`; None if it worked, else the error."""
@@ -284,7 +318,7 @@ def _probe(device: str) -> str | None:
 
 def quantization_support(device: str | None = None) -> QuantizationSupport:
     """Can bitsandbytes quantize on this machine? Tested, not guessed: a small matrix goes through 4- and 8-bit."""
-    device = device or _default_device()
+    device = device or device_kind(torch)
     system = platform.system()
     try:
         import bitsandbytes

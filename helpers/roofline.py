@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .hardware import compute_dtype
 from .hardware import machine_info  # noqa: F401  (benchmarks record where they ran)
 
 _EXPERT = re.compile(r"^(?P<layer>.*)\.experts\.(?P<index>\d+)\.")
@@ -72,10 +73,11 @@ def measure_copy_bandwidth(device: str | torch.device, size_bytes: int | None = 
 
 def measure_matmul_rate(device: str | torch.device, n: int | None = None, dtype: torch.dtype | None = None,
                         repeats: int = 10) -> float:
-    """FLOP/s of an n x n x n matrix product on random data (8192 in bf16 on a GPU; 1024 in fp32 on a CPU)."""
+    """FLOP/s of an n x n x n matrix product on random data (8192 on a GPU; 1024 on a CPU), by default in the dtype
+    the device computes in (`helpers.hardware.compute_dtype`: bf16 on a GPU that has it, fp16 on a T4, fp32 on a CPU)."""
     device = torch.device(device)
     n = n or (8192 if device.type == "cuda" else 1024)
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = dtype or compute_dtype(device)
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
@@ -85,7 +87,7 @@ def measure_matmul_rate(device: str | torch.device, n: int | None = None, dtype:
 
 def measure_ceilings(device: str | torch.device) -> Ceilings:
     device = torch.device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = compute_dtype(device)
     return Ceilings(str(device), measure_copy_bandwidth(device), measure_matmul_rate(device, dtype=dtype),
                     str(dtype).removeprefix("torch."))
 

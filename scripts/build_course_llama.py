@@ -11,8 +11,8 @@ No real checkpoint can be downloaded on the course's build machines, so this scr
 The shape is TinyLlama-1.1B's (hidden 2048, 22 layers, grouped-query attention with 4 KV heads, SwiGLU 5632) except
 the vocabulary: the tiny Grok 2's tokenizer (1,024 tokens, Grok 2's control tokens and chat template), so every
 token is learned. It trains on data/course_qa.jsonl (never on data/heldout_course_text.txt, which lessons use as
-unseen text), loss on every token, with the tiny Grok 2's training loop (AdamW in fp32; bf16 autocast on a GPU). The folder is written atomically
-(a temporary folder renamed at the end) and an existing one is only replaced with --overwrite.
+unseen text), loss on every token, with the tiny Grok 2's training loop (AdamW in fp32; bf16 autocast on a GPU that has bf16). The folder is written
+atomically (a temporary folder renamed at the end) and an existing one is only replaced with --overwrite.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 
 from build_tiny_grok2 import CORPUS, load_corpus, train
 
+from helpers.hardware import compute_dtype, device_kind
 from helpers.paths import TINY_MODEL_DIR
 
 SIZES = {
@@ -86,21 +87,21 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"{args.out} exists: pass --overwrite to replace it, or choose another --out.")
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if device_kind() == "cuda" else "cpu")
     steps, peak_lr = TRAINING[args.size]
     steps = args.steps or steps
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
     config = build_config(args.size)
     with torch.device(device):
-        model = LlamaForCausalLM(config)  # fp32 master weights; bf16 autocast on a GPU
+        model = LlamaForCausalLM(config)  # fp32 master weights; bf16 autocast on a GPU that has bf16
     params = sum(p.numel() for p in model.parameters())
     examples = training_examples(tokenizer)
     print(f"course Llama ({args.size}): {params / 1e6:,.1f}M parameters, {len(examples)} conversations, "
           f"{steps} steps on {device}", flush=True)
     started = time.perf_counter()
     # The tiny Grok 2's recipe (scripts/build_tiny_grok2.py): AdamW, warm-up then cosine decay, length-pooled batches;
-    # bf16 autocast over fp32 weights on a GPU.
+    # bf16 autocast over fp32 weights on a GPU that has bf16.
     losses = train(model, examples, steps, args.seed, batch_size=args.batch_size, peak_lr=peak_lr, device=device)
     train_s = time.perf_counter() - started
     exact = exact_answers(model, tokenizer, load_corpus(CORPUS), device)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
     try:
-        model.to(torch.bfloat16 if device.type == "cuda" else torch.float32).save_pretrained(staging)
+        model.to(compute_dtype(device)).save_pretrained(staging)  # bf16 (fp16 on a T4 / V100) on a GPU, fp32 on a CPU
         model.generation_config.eos_token_id, model.generation_config.pad_token_id = [1, 2], 0
         model.generation_config.save_pretrained(staging)
         for name in TOKENIZER_FILES:

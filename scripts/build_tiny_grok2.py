@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 from helpers.grok2 import RELEASED_ARCHITECTURE, Grok2Config, Grok2ForCausalLM
 from helpers.grok2.configuration_grok2 import RELEASED_CONFIG_KEYS
 from helpers.grok2.tokenization_grok2 import EOS, GROK2_CHAT_TEMPLATE, GROK2_SPLIT_PATTERN, PAD, SEPARATOR
+from helpers.hardware import compute_dtype
 
 CORPUS = REPO / "data" / "course_qa.jsonl"
 DEFAULT_OUT = REPO / "data" / "tiny-grok-2"
@@ -173,10 +174,12 @@ def make_batches(examples, batch_size: int, generator: torch.Generator, batches_
 def train(model, examples, steps: int, seed: int, batch_size: int = 24, peak_lr: float = 4e-3,
           device: torch.device | None = None) -> list[float]:
     """AdamW with warm-up and cosine decay over shuffled, length-pooled batches. On a CUDA `device` (other models
-    built with this recipe, e.g. scripts/build_course_llama.py) the batches move there and run under bf16 autocast;
+    built with this recipe, e.g. scripts/build_course_llama.py) the batches move there and run under bf16 autocast
+    where the GPU computes in bf16 (an older one, such as a T4, trains in fp32: fp16 autocast would need loss scaling);
     the tiny model trains on the CPU in fp32, deterministically."""
     generator = torch.Generator().manual_seed(seed)
     cuda = device is not None and device.type == "cuda"
+    autocast_bf16 = cuda and compute_dtype(device) == torch.bfloat16
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.98), weight_decay=0.0,
                                   fused=True if cuda else None)
     warmup = max(1, steps // 20)
@@ -195,7 +198,7 @@ def train(model, examples, steps: int, seed: int, batch_size: int = 24, peak_lr:
                 group["lr"] = lr_at(step)
             if cuda:
                 input_ids, labels, attention = input_ids.to(device), labels.to(device), attention.to(device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast_bf16):
                 loss = model(input_ids=input_ids, attention_mask=attention, labels=labels, use_cache=False).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -7,18 +7,21 @@ solution notebook an "Open in Colab" badge and the Colab setup cell. Idempotent:
 Everything comes from pyproject.toml, the single source of truth:
 - the repository's address: `[project.urls] Repository` (a github.com address). Moving the course is a one-line edit
   there, then this script;
-- the release the Colab cell installs: the git tag `v<[project] version>`. Tag each release so: `git tag v0.1.0`. The
-  tag must hold scripts/colab_setup.py: the cell downloads that file as it is at the tag;
+- what the Colab cell installs (`install_ref()`): the branch the badges open, `main`, until the course is released;
+  then the git tag `v<[project] version>`. Releasing is three steps: `git tag v<version> && git push origin
+  v<version>` (the tag must hold scripts/colab_setup.py: the cell downloads that file as it is at the tag), set
+  RELEASED = True below and run this script, commit. tests/test_colab.py checks that a released cell names a tag
+  that exists in this clone;
 - the packages and their versions: `[project] dependencies`, pinned exactly, less the ones Colab keeps (below).
 
 What the badge and the cell are:
 - the badge is the first line of each notebook's first (markdown) cell and opens
   colab.research.google.com/github/<owner>/<repo>/blob/main/notebooks/<file>.ipynb;
 - the cell is each notebook's first code cell (cell id `colab-setup`), a few lines. Outside Colab it prints one line
-  and does nothing else. On Colab it downloads scripts/colab_setup.py at the release tag and runs it: that script
-  clones the release, installs colab/requirements.txt and the course, makes `import helpers` work in the running
+  and does nothing else. On Colab it downloads scripts/colab_setup.py at `install_ref()` and runs it: that script
+  clones the course at that ref, installs colab/requirements.txt and the course, makes `import helpers` work in the running
   kernel, keeps the learner's work in /content/grok2-workspace (outside the course folder: a new release never
-  touches it), and picks the profile (its docstring has the details). The cell passes it the address, the tag and
+  touches it), and picks the profile (its docstring has the details). The cell passes it the address, the ref and
   the GPU memory the `small` profile needs (from helpers.environment, so the threshold has one home).
 
 Notebooks are changed through scripts/notebook_files.py: one locked, atomic read-modify-write each, so the script can
@@ -49,6 +52,10 @@ BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\((?P<url>[^)]*)\)$")
 GITHUB = re.compile(r"^https://github\.com/(?P<owner>[A-Za-z0-9_.\-]+)/(?P<repo>[A-Za-z0-9_.\-]+?)(?:\.git)?/?$")
 COLAB_ROOT = "/content"  # where Colab keeps a session's files (scripts/colab_setup.py's COLAB_ROOT)
 SETUP_SCRIPT = "scripts/colab_setup.py"
+BRANCH = "main"  # the branch the badges open
+# False until `v<version>` is tagged and pushed (the release steps above): until then the cell installs BRANCH, the
+# same branch the badge opened the notebook from, so the notebook and the code it runs always exist and agree.
+RELEASED = False
 
 # Packages Colab provides itself, each with the reason (also printed into colab/requirements.txt).
 COLAB_KEEPS = {
@@ -87,6 +94,15 @@ def release_tag() -> str:
     return "v" + pyproject()["project"]["version"]
 
 
+def install_ref() -> str:
+    """The git ref the Colab cell installs: the release tag once RELEASED, the badges' branch before."""
+    return release_tag() if RELEASED else BRANCH
+
+
+def install_ref_words() -> str:
+    return f"release {release_tag()}" if RELEASED else f"branch {BRANCH}"
+
+
 def runtime_pins() -> dict[str, str]:
     """{canonical name: version} of `[project] dependencies` (tests/test_pins.py makes sure each is pinned with ==)."""
     pins = {}
@@ -111,7 +127,7 @@ def requirements_text() -> str:
 def badge_url(notebook: Path) -> str:
     _, owner, repo = repository()
     relative = notebook.resolve().relative_to(ROOT).as_posix()
-    return f"https://colab.research.google.com/github/{owner}/{repo}/blob/main/{relative}"
+    return f"https://colab.research.google.com/github/{owner}/{repo}/blob/{BRANCH}/{relative}"
 
 
 def badge(notebook: Path) -> str:
@@ -126,22 +142,22 @@ def small_profile_min_gpu_gb() -> int:
 
 
 def raw_url(path: str) -> str:
-    """The file at the release tag, as GitHub serves it raw."""
+    """The file at `install_ref()`, as GitHub serves it raw."""
     _, owner, repo = repository()
-    return f"https://raw.githubusercontent.com/{owner}/{repo}/{release_tag()}/{path}"
+    return f"https://raw.githubusercontent.com/{owner}/{repo}/{install_ref()}/{path}"
 
 
 def cell_source() -> str:
     url, _, _ = repository()
-    tag = release_tag()
+    ref = install_ref()
     return f'''\
 # Colab setup, the same in every notebook (written by scripts/colab_cells.py: edit that, not this cell).
-# On Google Colab it runs {SETUP_SCRIPT} of release {tag} (its docstring says what it does); elsewhere nothing.
+# On Google Colab it runs {SETUP_SCRIPT} of {install_ref_words()} (its docstring says what it does); elsewhere nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import runpy, urllib.request
-    COURSE, RELEASE = "{url}", "{tag}"
+    COURSE, RELEASE = "{url}", "{ref}"
     url = "{raw_url(SETUP_SCRIPT)}"
     setup = runpy.run_path(urllib.request.urlretrieve(url, f"{COLAB_ROOT}/colab_setup-{{RELEASE}}.py")[0])["setup"]
     setup(COURSE, RELEASE, small_gpu_mib={small_profile_min_gpu_mib()})

@@ -5,7 +5,8 @@ release tag and calls `setup(repository, release, small_gpu_mib)`; anywhere else
 Every step below can run again (a second run, or a run after Runtime > Restart session, does only what is left):
 
 1. The course: cloned at the release tag into /content/<repo>-<tag>, one folder per release. A newer release goes into
-   a new folder beside the old one, so nothing is ever deleted. The clone is made in a temporary folder and renamed
+   a new folder beside the old one, so nothing is ever deleted. (Before the course's first release the cell passes
+   the branch the badges open, `main`, in place of a tag: /content/<repo>-main, cloned once per Colab runtime.) The clone is made in a temporary folder and renamed
    into place once complete: a clone killed half-way never passes for a complete one (its leftover is removed on the
    next run; it is this script's own folder, never yours).
 2. The packages: colab/requirements.txt (each at the course's pin; Colab keeps its own torch, jupyterlab and

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Download, into .whl/ (git-ignored), the wheels that scripts/gpu_checks.sh installs on a GPU machine that has PyTorch
-# but not the course's pins: transformers and bitsandbytes at the course's versions (pyproject.toml), and IPython for
-# the in-process lesson runner. For Python 3.12 on x86-64 Linux (the GPU image's); about 60 MB.
+# but not the course's pins: transformers and bitsandbytes at the course's versions (pyproject.toml), IPython for
+# the in-process lesson runner, and a setuptools that builds the course's editable install offline by itself (70.1+:
+# older ones also need the wheel package). For Python 3.12 on x86-64 Linux (the GPU image's); about 60 MB.
 #
 #   bash scripts/fetch_gpu_wheels.sh [PYTHON_VERSION]      default 3.12
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYVER="${1:-3.12}"
 pin() { grep -oE "\"$1==[^\"]+\"" pyproject.toml | tr -d '"'; }
 PACKAGES=(
-    "$(pin transformers)" "$(pin bitsandbytes)"
+    "$(pin transformers)" "$(pin bitsandbytes)" "setuptools>=70.1"
     # IPython without a kernel: what scripts/run_notebook_inprocess.py needs (pure Python; small versions on purpose,
     # the whole carried tree must stay under the GPU tool's 64 MiB)
     ipython==9.18.1 ipython-pygments-lexers==1.1.1 jedi==0.19.2 parso==0.8.7 matplotlib-inline==0.2.2

@@ -12,32 +12,52 @@
 #             and the fast path, Grok 2.5 layers at full width, load time; stops starting new work when the
 #             time left (GPU_CHECKS_SECONDS, default 570, minus what ran before) is spent               the rest
 #
-# On a bare GPU machine without the course's pins (no bitsandbytes, an older transformers, no IPython), put wheels
-# in .whl/ first: transformers==5.23.0, bitsandbytes==0.50.2, ipython and its pure-Python dependencies (see
-# benchmarks/README.md); they are installed into /tmp/site for this run only. Nothing here needs the network.
+# The course is imported as an installed package, never through PYTHONPATH: the script first installs it, editable
+# (the code runs from this folder), into the environment of $PYTHON (default python3). On a bare GPU machine without
+# the course's pins (no bitsandbytes, an older transformers, no IPython), put wheels in .whl/ first:
+# transformers==5.23.0, bitsandbytes==0.50.2, ipython and its pure-Python dependencies (scripts/fetch_gpu_wheels.sh,
+# benchmarks/README.md); they are installed into that environment too. Nothing here needs the network: --no-index,
+# --no-deps, and --no-build-isolation builds the course with the setuptools already there (70.1 or newer, else carry
+# one in .whl/: scripts/fetch_gpu_wheels.sh does). A Python the OS manages (PEP 668) refuses installs: make a virtual
+# environment that sees its packages first,
+#   python3 -m venv --system-site-packages /tmp/gpu-env && PYTHON=/tmp/gpu-env/bin/python bash scripts/gpu_checks.sh
 set -uo pipefail
+PY="${PYTHON:-python3}"
+# A path to Python (PYTHON=.venv/bin/python) is made absolute before leaving the folder it is relative to.
+if [[ "$PY" == */* && -d "$(dirname "$PY")" ]]; then PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"; fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PART="${1:-all}"
 OUT="${OUT:-$PWD/workspace/gpu-checks}"
 BUDGET="${GPU_CHECKS_SECONDS:-570}"
-# A dry run on a CPU: GPU_CHECKS_MODEL_SIZE=cpu GPU_CHECKS_SUITE=smoke bash scripts/gpu_checks.sh (same steps, toy sizes)
+# A dry run on a CPU: GPU_CHECKS_MODEL_SIZE=cpu GPU_CHECKS_SUITE=smoke PYTHON=.venv/bin/python bash scripts/gpu_checks.sh
+# (same steps, toy sizes)
 MODEL_SIZE="${GPU_CHECKS_MODEL_SIZE:-1b}"
 SUITE="${GPU_CHECKS_SUITE:-gpu}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY="${PYTHON:-python3}"
 LOG="$OUT/gpu-checks.log"
 : >"$LOG"
 say() { printf '\n==> [%4ss] %s\n' "$SECONDS" "$*" | tee -a "$LOG"; }
 status=0
 
+# pip, offline, into $PY's environment; its last lines go to the log. Returns pip's own status.
+offline_install() {
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir "$@" 2>&1 | tail -15 | tee -a "$LOG"
+    return "${PIPESTATUS[0]}"
+}
+stop() { say "$1"; exit 1; }
 if compgen -G ".whl/*.whl" >/dev/null; then
-    say "installing the carried wheels into /tmp/site"
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        2>&1 | tail -3 | tee -a "$LOG"
-    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    say "installing the carried wheels into the environment of $PY"
+    offline_install --no-compile --upgrade .whl/*.whl || stop "the carried wheels did not install (above)"
 fi
+say "installing the course (editable) into the environment of $PY"
+offline_install -e . || stop "the course did not install (above). Building it offline needs setuptools 70.1 or newer \
+in that environment (older ones also need the wheel package): carry one in .whl/ (scripts/fetch_gpu_wheels.sh does). \
+A Python the OS manages refuses installs: python3 -m venv --system-site-packages /tmp/gpu-env, then rerun with \
+PYTHON=/tmp/gpu-env/bin/python."
+# From another folder, so that only the installed course can answer (not this folder as the current one).
+FOUND="$(cd / && "$PY" -c 'import os, helpers; print(os.path.realpath(helpers.__path__[0]))' 2>&1)"
+[[ "$FOUND" == "$(pwd -P)/helpers" ]] || stop "import helpers finds '$FOUND', not this course's $(pwd -P)/helpers"
 
 DEVICE="$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' 2>/dev/null || echo cpu)"
 say "machine ($DEVICE)"

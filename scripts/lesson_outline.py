@@ -143,7 +143,7 @@ def time_row(path: Path, record: dict | None) -> str:
     run = runs.get(relative)
     if record is None or run is None:
         return ("| CPU, `tiny` profile | not measured yet: `python scripts/time_lessons.py --solutions` measures it "
-                f"and writes this row |")
+                "and writes this row |")
     label = f"| CPU ({record['machine']['cores']} cores), `{record['profile']}` profile |"
     if run.get("error"):
         return f"{label} not measured: the recorded run failed ({link}) |"

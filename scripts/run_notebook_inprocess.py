@@ -10,8 +10,8 @@ cell that raises (exit code 1). The notebook file is not modified. With --record
         --record benchmarks/results/lesson-03-course-llama-1b-cuda
 
 writes lesson-03-course-llama-1b-cuda.md / .json (+ -figure1.png ...). In CI the notebooks run under nbval instead.
-`import helpers` must work: install the course (`pip install -e .`), or on a bare machine put the course folder on
-PYTHONPATH (scripts/gpu_checks.sh does).
+`import helpers` must work: install the course into this Python first (`pip install -e .`; on a GPU machine without
+the network, scripts/gpu_checks.sh installs it offline before it runs this).
 """
 
 from __future__ import annotations
@@ -94,11 +94,9 @@ def run(notebook: Path, record: Path | None = None, echo: bool = True) -> dict:
 
 
 def write_record(report: dict, record: Path) -> None:
-    import torch
+    from helpers.hardware import device_kind, machine_info
 
-    from helpers.roofline import machine_info
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_kind()
     report["machine"] = machine_info(device)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -51,32 +50,24 @@ def lessons(solutions: bool, only: list[str]) -> list[Path]:
 
 
 def machine() -> dict:
-    import psutil
+    """Where the lessons ran: helpers.hardware's description (the one the benchmarks record), under the keys the lesson
+    records have always used ("cores", "memory_GB": lesson_outline.py and docs/facilitators.md read them), with the
+    versions of the packages the lessons time."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count(),
-            "memory_GB": round(psutil.virtual_memory().total / 1e9, 1), "cpu": platform.processor() or "unknown"}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
+    import torch
 
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-            info["gpu_count"] = torch.cuda.device_count()
-    except ImportError:
-        pass
-    from importlib.metadata import version
+    from helpers.hardware import device_kind, machine_info, ram_bytes
 
+    described = machine_info(device_kind())
+    info = {"platform": described["platform"], "python": described["python"], "cores": described["cpu_cores"],
+            "memory_GB": round(ram_bytes()[0] / 1e9, 1), "cpu": described["cpu"], "torch": torch.__version__}
+    if "gpu" in described:
+        info.update(gpu=described["gpu"], gpu_count=torch.cuda.device_count())
     for name in ("transformers", "peft", "accelerate", "bitsandbytes", "nbclient"):
         try:
             info[name] = version(name)
-        except Exception:  # noqa: BLE001 - not installed is fine here
+        except PackageNotFoundError:  # not installed is fine here
             pass
     return info
 

@@ -40,6 +40,8 @@ import torch
 import helpers
 from helpers import finetune
 from helpers.paths import DATA_DIR
+from helpers.profiles import resolve_source
+from helpers.quantization import quantization_config
 
 DATA = DATA_DIR / "finetune"
 
@@ -92,27 +94,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_base(args, accelerator, profile):
+def load_base(args, accelerator):
     """The frozen base model, placed for this process (DDP: own GPU; FSDP: CPU first, FSDP shards it)."""
     from accelerate.utils import DistributedType
 
-    source = args.model or profile.model_id
+    source = resolve_source(args.model, args.profile)
     if accelerator.distributed_type == DistributedType.FSDP:
         # PEFT's FSDP(-QLoRA) recipe: no device_map; 4-bit weights packed in bf16 storage so FSDP can shard them.
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM
 
         from helpers.grok2.checkpoint import is_released_layout
-        from helpers.model_parts import KEEP_UNQUANTIZED
 
+        if args.quantization == "int8":
+            raise helpers.CourseError("--quantization int8 cannot be trained under FSDP: its 8-bit weights cannot be "
+                                      "sharded (PEFT's FSDP recipe is for 4-bit weights only).",
+                                      "Use --quantization nf4 (QLoRA) with FSDP, or int8 with the DDP config or "
+                                      "one process.")
         if Path(source).is_dir() and is_released_layout(source):
             raise helpers.CourseError(f"{source} is in the released tensor-parallel layout.",
                                       "Convert it once: helpers.grok2.convert_released_checkpoint(src, dst); use dst.")
-        quantization = None
-        if args.quantization in ("nf4", "fp4"):
-            quantization = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=args.quantization, bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16,
-                llm_int8_skip_modules=list(KEEP_UNQUANTIZED))
+        quantization = quantization_config(args.quantization, torch.bfloat16, storage=torch.bfloat16)
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16, quantization_config=quantization,
                                                     use_safetensors=True, trust_remote_code=False)
     verbose = accelerator.is_main_process
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     say(f"data: {len(train_set)} training / {len(heldout_set)} held-out conversations, longest "
         f"{max(len(e.input_ids) for e in train_set + heldout_set)} tokens")
 
-    base = load_base(args, accelerator, profile)
+    base = load_base(args, accelerator)
     rank = args.rank or sizes.lora_rank
     lora = finetune.LoraSettings(rank=rank, alpha=args.alpha or 2.0 * rank,
                                  dropout=sizes.lora_dropout if args.dropout is None else args.dropout,

@@ -77,6 +77,63 @@ def tokenizer():
     return helpers.load_tokenizer()
 
 
+@pytest.fixture(scope="session")
+def grok2_config():
+    """The released Grok 2.5 config.json (data/grok-2-config.json) as a Grok2Config. Shared by the whole run: a test
+    that needs to change it works on `Grok2Config(**grok2_config.to_dict())`."""
+    from transformers import AutoConfig
+
+    import helpers
+
+    return AutoConfig.from_pretrained(helpers.GROK2_RELEASED_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def grok2_plan(grok2_config):
+    """The memory plan of Grok 2.5 (helpers.memory.plan_memory on the released config, built on the meta device)."""
+    from helpers.memory import plan_memory
+
+    return plan_memory(grok2_config, "xai-org/grok-2")
+
+
+# A small random Grok 2: every part of the architecture, tiny widths. The tests that need other sizes (wider matrices
+# for bitsandbytes, caps that fire on short sequences) pass them as overrides.
+TINY_GROK2 = dict(vocab_size=120, hidden_size=32, intermediate_size=64, moe_intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, initializer_range=0.2)
+
+
+@pytest.fixture(scope="session")
+def tiny_grok2_config():
+    """tiny_grok2_config(**overrides) -> a new Grok2Config of TINY_GROK2's sizes with `overrides` applied; the
+    embedding multiplier follows the hidden size (sqrt of it, as in the release) unless given."""
+    from helpers.grok2 import Grok2Config
+
+    def make(**overrides):
+        values = {**TINY_GROK2, **overrides}
+        values.setdefault("embedding_multiplier_scale", values["hidden_size"] ** 0.5)
+        return Grok2Config(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def rejects():
+    """rejects(check, *args, match="...", **kwargs): the exercise check must fail with a message that starts with ❌
+    (and contains `match`); returns the message."""
+    from helpers.exercises import ExerciseFailed
+
+    def check_rejects(check, *args, match: str | None = None, **kwargs) -> str:
+        with pytest.raises(ExerciseFailed) as caught:
+            check(*args, **kwargs)
+        message = str(caught.value)
+        assert message.startswith("❌"), message
+        if match:
+            assert match in message, message
+        return message
+
+    return check_rejects
+
+
 def _provided_or_skip(found, what: str):
     """An engine file or binary the test needs: skipped where it is not on this machine, a failure where
     `bash scripts/course.sh test` provided it (it sets GROK2_COURSE_REQUIRE_ENGINES=1 after fetching and building)."""

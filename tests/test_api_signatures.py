@@ -33,7 +33,6 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-import pytest
 
 from helpers.paths import REPO_ROOT
 

@@ -36,6 +36,15 @@ def test_every_claim_has_a_verdict_evidence_and_the_planners_figures():
     nf4 = helpers.plan_profile("grok-2").weight_bytes("nf4")
     assert f"{nf4 / GB:,.1f} GB" in text["a GPU with at least 24 GB of VRAM"].evidence  # computed, not typed
     assert "'git'" in text["it is in Transformers format"].evidence
+    # every claim of the article gets a verdict, those the course cannot test included, each saying why
+    for named in ("Grok 3 is X's default LLM, used daily by millions", "announced in a post on X on 24 August 2025",
+                  "in line with Meta (LLaMA) and Mistral AI opening their models"):
+        assert text[named].verdict == article.NOT_TESTABLE, named
+    accessible = text["Hugging Face makes it easily accessible to the worldwide community"]
+    grok, h100 = helpers.plan_profile("grok-2"), article.ACCELERATORS["H100"]
+    assert accessible.verdict == article.PARTLY
+    assert f"need {grok.gpus_needed(h100.memory_bytes, 'nf4')} x {h100.name}" in accessible.evidence  # computed
+    assert "'xai-org/grok-2'" in text["the minimal steps to follow"].evidence  # the article's own line, read
     table = article.verdict_table(claims)
     assert table.count("\n") == len(claims) + 1
 

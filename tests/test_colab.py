@@ -69,7 +69,24 @@ def test_the_setup_script_agrees_with_the_generator_and_pyproject(colab_cells, r
     assert colab_setup.DISTRIBUTION == colab_cells.pyproject()["project"]["name"]
     assert str(colab_setup.COLAB_ROOT) == colab_cells.COLAB_ROOT
     assert (REPO_ROOT / colab_cells.SETUP_SCRIPT).is_file()
-    assert colab_cells.raw_url(colab_cells.SETUP_SCRIPT).endswith(f"/{colab_cells.release_tag()}/scripts/colab_setup.py")
+    ref = colab_cells.install_ref()
+    assert colab_cells.raw_url(colab_cells.SETUP_SCRIPT).endswith(f"/{ref}/scripts/colab_setup.py")
+
+
+def test_the_cell_installs_the_badges_branch_or_a_tagged_release(colab_cells):
+    """Before the first release the cell installs the branch the badges open (it exists, and it holds the notebook the
+    learner opened); a released cell names the tag `v<version>`, which must exist: the release steps of
+    scripts/colab_cells.py tag and push it before RELEASED is set."""
+    ref = colab_cells.install_ref()
+    if not colab_cells.RELEASED:
+        assert ref == colab_cells.BRANCH == "main"
+        assert f"of branch {ref}" in colab_cells.cell_source()
+        return
+    assert ref == colab_cells.release_tag() and f"of release {ref}" in colab_cells.cell_source()
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the tags cannot be read here")
+    tags = subprocess.run(["git", "tag", "--list", ref], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    assert tags == [ref], f"the Colab cell installs {ref}, which is not tagged: git tag {ref} && git push origin {ref}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -218,12 +235,12 @@ class FakeColab:
     def cell(self, release: str | None = None) -> str:
         source = self.source
         if release:  # the same cell, as a later release writes it
-            source = source.replace(f'"{self.colab_cells.release_tag()}"', f'"{release}"')
+            source = source.replace(f'"{self.colab_cells.install_ref()}"', f'"{release}"')
         return source
 
     def course(self, release: str | None = None) -> Path:
         _, _, repo = self.colab_cells.repository()
-        return self.root / f"{repo}-{release or self.colab_cells.release_tag()}"
+        return self.root / f"{repo}-{release or self.colab_cells.install_ref()}"
 
 
 @pytest.mark.parametrize("gpu_mib, preset, profile", [("15360", None, "small"), (None, None, "tiny"),
@@ -237,7 +254,7 @@ def test_the_cell_on_colab_sets_up_the_release(monkeypatch, tmp_path, colab_cell
     course = colab.course()
     assert colab.downloads[0][0] == colab_cells.raw_url("scripts/colab_setup.py")
     git, pip_requirements, pip_course, smi = colab.calls
-    assert git[:2] == ["git", "clone"] and git[git.index("--branch") + 1] == colab_cells.release_tag()
+    assert git[:2] == ["git", "clone"] and git[git.index("--branch") + 1] == colab_cells.install_ref()
     assert git[-2] == url and Path(git[-1]).parent == tmp_path and Path(git[-1]) != course  # cloned aside, renamed
     assert pip_requirements[-2:] == ["-r", str(course / "colab" / "requirements.txt")]
     assert pip_course[-3:] == ["--no-deps", "-e", str(course)]
@@ -351,6 +368,8 @@ def test_the_script_is_idempotent_and_puts_the_parts_at_the_top(tmp_path, monkey
         "name": "grok2-course", "version": "9.9.9", "urls": {"Repository": "https://github.com/someone/elsewhere"},
         "dependencies": ["torch==2.13.0", "jupyterlab==4.6.6", "ipykernel==7.4.0", "tqdm==4.70.1"]}})
     monkeypatch.setattr(colab_cells, "small_profile_min_gpu_gb", lambda: 12)
+    monkeypatch.setattr(colab_cells, "RELEASED", True)  # as after the release steps: the cell installs the tag
+    assert colab_cells.install_ref() == "v9.9.9"
     assert colab_cells.main(["--check"]) == 1
     assert colab_cells.main([]) == 0
     once = {name: path.read_text(encoding="utf-8") for name, path in paths.items()}
@@ -360,7 +379,8 @@ def test_the_script_is_idempotent_and_puts_the_parts_at_the_top(tmp_path, monkey
         cells = read(path).cells
         assert cells[0].source.startswith("[![Open In Colab](") and f"someone/elsewhere/blob/main/notebooks/{name}" \
             in cells[0].source
-        assert cells[1].id == "colab-setup" and '"v9.9.9"' in cells[1].source and cells[2].source == "import helpers"
+        assert cells[1].id == "colab-setup" and f'"{colab_cells.install_ref()}"' in cells[1].source
+        assert cells[2].source == "import helpers"
         assert "small_gpu_mib=11445" in cells[1].source  # 12 GB in MiB, rounded up
     assert read(paths["99_example.ipynb"]).cells[0].source.endswith("# 99 · Example\n\n**Goals**")
     assert (tmp_path / "colab" / "requirements.txt").read_text().splitlines()[-1] == "tqdm==4.70.1"

@@ -223,6 +223,31 @@ def test_hardware_summary_reads_every_cuda_gpu(monkeypatch):
     assert [g.supports_bf16 for g in hardware.gpus] == [False, True]
 
 
+def test_compute_dtype_follows_the_bf16_rule(monkeypatch):
+    torch = pytest.importorskip("torch")
+    capability = {"now": (7, 5)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability["now"])
+    assert helpers.hardware.compute_dtype("cuda") == torch.float16  # a T4: no bf16
+    capability["now"] = (8, 0)
+    assert helpers.hardware.compute_dtype("cuda:0") == torch.bfloat16  # an A100
+    assert helpers.hardware.compute_dtype("cuda", bf16=False) == torch.float16  # known already: the GPU is not asked
+    assert helpers.hardware.compute_dtype("mps") == torch.float16
+    assert helpers.hardware.compute_dtype("cpu") == helpers.hardware.compute_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_device_kind_reads_no_gpu_properties_and_agrees_with_the_summary(monkeypatch):
+    torch = pytest.importorskip("torch")
+    assert helpers.hardware.device_kind() == environment.hardware_summary().device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: pytest.fail("read a GPU's properties"))
+    assert helpers.hardware.device_kind() == "cuda"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # CUDA built in, no GPU visible
+    assert helpers.hardware.device_kind() in ("cpu", "mps")
+    monkeypatch.setattr(helpers.hardware, "torch_or_none", lambda: None)
+    assert helpers.hardware.device_kind() == "cpu"
+
+
 def test_gpu_lines_explain_bf16():
     t4 = GPU(0, "Tesla T4", 15 * GB, 14 * GB, (7, 5))
     h100 = GPU(1, "NVIDIA H100 80GB HBM3", 80 * GB, 79 * GB, (9, 0))

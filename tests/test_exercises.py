@@ -1,5 +1,6 @@
-"""Every exercise check in helpers/exercises.py: an empty slot is "not attempted" (no failure), a right answer passes,
-and typical wrong answers are rejected with a message that starts with ❌.
+"""Every exercise check of the helpers/exercises/ package (lesson 07's own checks: test_exercises_07.py): an empty
+slot is "not attempted" (no failure), a right answer passes, and typical wrong answers are rejected with a message
+that starts with ❌.
 
 The right answers are the solution notebooks' answers in short; nbval runs the notebooks themselves.
 """
@@ -19,41 +20,48 @@ from helpers import exercises as E
 from helpers.exercises import lesson_02, lesson_03, lesson_04, lesson_05, lesson_06
 from helpers.chat import SEPARATOR, SamplingSettings, generate, render, stream
 from helpers.download import LFSPointer
-from helpers.memory import GB
+from helpers.memory import GPU_USABLE_FRACTION, GiB
 
-GROK = helpers.plan_profile("grok-2")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the tiny model generates many answers here: one thread
-
-
-def rejects(check, *args, match: str | None = None, **kwargs):
-    with pytest.raises(E.ExerciseFailed) as caught:
-        check(*args, **kwargs)
-    message = str(caught.value)
-    assert message.startswith("❌"), message
-    if match:
-        assert match in message, message
-    return message
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return helpers.load_model(verbose=False), helpers.load_tokenizer()
+# model, tokenizer, rejects, grok2_plan: tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------- the mechanics
 
 
+# What each check takes after the answer, when nothing is answered yet.
+EMPTY_EXTRA = {("01", "practitioner"): ({},), ("01", "expert"): ({},), ("02", "practitioner"): (None, None, "x"),
+               ("04", "starter"): (None,), ("04", "practitioner"): (None, None), ("04", "expert"): (None, None),
+               ("05", "practitioner"): (None, None, None, None, None), ("05", "expert"): (None, None),
+               ("06", "starter"): (None, None, None), ("06", "practitioner"): (None, None)}
+
+
 @pytest.mark.parametrize("key", sorted(E.CHECKS))
 def test_every_check_reports_an_empty_slot_without_failing(key, capsys):
-    check = E.CHECKS[key]
-    extra = {("01", "practitioner"): ({},), ("01", "expert"): ({},), ("02", "practitioner"): (None, None, "x"),
-             ("04", "starter"): (None,), ("04", "practitioner"): (None, None), ("04", "expert"): (None, None),
-             ("05", "practitioner"): (None, None, None, None, None), ("05", "expert"): (None, None),
-             ("06", "starter"): (None, None, None), ("06", "practitioner"): (None, None)}
-    result = check(None, *extra.get(key, ()))
+    result = E.CHECKS[key](None, *EMPTY_EXTRA.get(key, ()))
     assert result.status == E.NOT_ATTEMPTED and not result.passed and not result.ok
     assert "not attempted yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key", sorted(E.CHECKS))
+def test_the_not_attempted_hint_names_the_variables_of_the_answer_cell(key, capsys):
+    """"Set `fresh_base`" must name what the lesson's answer cell defines, not a name the learner never sees there."""
+    import ast
+    import json
+    import re
+
+    lesson, tier = key
+    hint = E.CHECKS[key](None, *EMPTY_EXTRA.get(key, ())).message
+    capsys.readouterr()
+    pattern = r"[Ss]et `([A-Za-z_]\w*)`|(?:Define|Write) `(?:def )?([A-Za-z_]\w*)\("
+    named = {a or b for a, b in re.findall(pattern, hint)}
+    notebook = next((helpers.paths.REPO_ROOT / "notebooks").glob(f"{lesson}_*.ipynb"))
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    cell = next(c for c in cells if c.get("id") == f"ex-{tier}-answer")
+    tree = ast.parse("".join(cell["source"]))
+    defined = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    defined |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert named <= defined, f"{notebook.name}: the hint names {sorted(named - defined)}, defined: {sorted(defined)}"
 
 
 def test_there_are_three_tiers_for_each_of_the_eight_lessons():
@@ -84,37 +92,40 @@ def test_results_print_their_mark(capsys):
 # ---------------------------------------------------------------------------------------------- lesson 00
 
 
-def test_00_starter():
-    by_hand = math.ceil((GROK.weight_bytes("fp8") + GROK.kv_cache_bytes(131072)) / (0.9 * 80 * GB))
-    assert by_hand == GROK.gpus_needed(80 * GB, "fp8", context_tokens=131072)
+def test_00_starter(rejects, grok2_plan):
+    usable = GPU_USABLE_FRACTION * 80 * GiB  # an "80 GB" H100 holds 80 GiB
+    caches = 2 * grok2_plan.kv_cache_bytes(131072)  # two conversations
+    by_hand = math.ceil((grok2_plan.weight_bytes("fp8") + caches) / usable)
+    assert by_hand == grok2_plan.gpus_needed(80 * GiB, "fp8", context_tokens=131072, batch=2)
     assert E.check_00_starter(by_hand).passed
-    rejects(E.check_00_starter, GROK.gpus_needed(80 * GB, "bf16", context_tokens=131072), match="bf16")
-    rejects(E.check_00_starter, math.ceil(GROK.weight_bytes("fp8") / (0.9 * 80 * GB)), match="KV cache")  # no cache
+    rejects(E.check_00_starter, grok2_plan.gpus_needed(80 * GiB, "bf16", context_tokens=131072, batch=2), match="bf16")
+    rejects(E.check_00_starter, math.ceil(grok2_plan.weight_bytes("fp8") / usable), match="KV cache")  # no cache
+    rejects(E.check_00_starter, math.ceil((grok2_plan.weight_bytes("fp8") + caches) / (80 * GiB)), match="KV cache")
     rejects(E.check_00_starter, 1, match="too few")
     rejects(E.check_00_starter, 2.5, match="whole number")
     rejects(E.check_00_starter, "8", match="should be a number")
 
 
-def test_00_practitioner():
-    right = int(GROK.weight_bytes("fp8") // GROK.kv_cache_bytes(8192))
+def test_00_practitioner(rejects, grok2_plan):
+    right = int(grok2_plan.weight_bytes("fp8") // grok2_plan.kv_cache_bytes(8192))
     assert E.check_00_practitioner(right).passed
     rejects(E.check_00_practitioner, right + 1, match="round down")
     rejects(E.check_00_practitioner, right - 1, match="largest")
     rejects(E.check_00_practitioner, 0)
 
 
-def test_00_expert():
+def test_00_expert(rejects, grok2_plan):
     one = 3 * 8192 * 16384
     assert E.check_00_expert(one).passed
     rejects(E.check_00_expert, one * 8, match="several experts")
-    rejects(E.check_00_expert, GROK.total_params - GROK.active_params)
+    rejects(E.check_00_expert, grok2_plan.total_params - grok2_plan.active_params)
 
 
 # ---------------------------------------------------------------------------------------------- lesson 01
 
 
-def test_01_starter():
-    needed = 2 * GROK.weight_bytes("bf16") * 1.05  # two copies with git-lfs, and the disk guard's 5%
+def test_01_starter(rejects, grok2_plan):
+    needed = 2 * grok2_plan.weight_bytes("bf16") * 1.05  # two copies with git-lfs, and the disk guard's 5%
     right = min(tb for tb in (1, 2, 4) if tb * 1e12 >= needed)
     assert E.check_01_starter(right).passed
     rejects(E.check_01_starter, 1, match="two")  # one copy fits 1 TB; git-lfs keeps two
@@ -127,7 +138,7 @@ MANIFEST = {"config.json": LFSPointer("a" * 64, 10), "model-00001.safetensors": 
             "model-00002.safetensors": LFSPointer("c" * 64, 900), "model-00003.safetensors": LFSPointer("d" * 64, 500)}
 
 
-def test_01_practitioner():
+def test_01_practitioner(rejects):
     assert E.check_01_practitioner(["model-00001.safetensors", "model-00003.safetensors"], MANIFEST).passed
     rejects(E.check_01_practitioner, list(MANIFEST)[1:], MANIFEST, match="largest shard")
     rejects(E.check_01_practitioner, ["model-00001.safetensors"], MANIFEST, match="missing")
@@ -144,7 +155,7 @@ def released_sizes():
     return sizes
 
 
-def test_01_expert():
+def test_01_expert(rejects):
     def right(names, rank):
         return sorted(n for n in names if n.endswith("-TP-common.safetensors") or n.endswith(f"-TP-{rank:03d}.safetensors"))
 
@@ -166,16 +177,15 @@ def test_01_expert():
 # ---------------------------------------------------------------------------------------------- lesson 02
 
 
-def test_02_starter():
-    right = GROK.expert_params * 2 / 1e9
+def test_02_starter(rejects, grok2_plan):
+    right = grok2_plan.expert_params * 2 / 1e9
     assert E.check_02_starter(right).passed
     rejects(E.check_02_starter, right / 2, match="2 bytes")
     rejects(E.check_02_starter, right * 1e9 / 2**30, match="GiB")
     rejects(E.check_02_starter, right * 1e9, match="bytes")
 
 
-def test_02_practitioner(tiny):
-    model, tokenizer = tiny
+def test_02_practitioner(model, tokenizer, rejects):
     prompt = "Which lesson explains LoRA fine-tuning?"
     counts = lesson_02._layer0_routing(model, tokenizer, prompt)
     busiest, idlest = int(counts.argmax()), int(counts.argmin())
@@ -187,7 +197,7 @@ def test_02_practitioner(tiny):
     assert E.check_02_practitioner(0, other, tokenizer, prompt).status == E.SKIPPED
 
 
-def test_02_expert():
+def test_02_expert(rejects):
     assert E.check_02_expert(math.log2(131071) / 10).passed
     rejects(E.check_02_expert, math.log2(131072) / 10, match="off by one")
     rejects(E.check_02_expert, 1.0)
@@ -197,12 +207,12 @@ def test_02_expert():
 # ---------------------------------------------------------------------------------------------- lesson 03
 
 
-def test_03_starter():
-    usable, cache = 4 * 0.9 * 80 * GB, GROK.kv_cache_bytes(131072)
-    right = [p for p in ("bf16", "fp8", "int8", "nf4") if GROK.weight_bytes(p) + cache <= usable]
+def test_03_starter(rejects, grok2_plan):
+    usable, cache = 4 * GPU_USABLE_FRACTION * 80 * GiB, 2 * grok2_plan.kv_cache_bytes(131072)  # two conversations
+    right = [p for p in ("bf16", "fp8", "int8", "nf4") if grok2_plan.weight_bytes(p) + cache <= usable]
     assert right == ["nf4"]
     assert E.check_03_starter(right).passed and E.check_03_starter(("NF4",)).passed
-    weights_only = [p for p in ("bf16", "fp8", "int8", "nf4") if GROK.weight_bytes(p) <= usable]
+    weights_only = [p for p in ("bf16", "fp8", "int8", "nf4") if grok2_plan.weight_bytes(p) <= usable]
     rejects(E.check_03_starter, weights_only, match="KV cache")
     rejects(E.check_03_starter, ["bf16", "nf4"], match="bf16 does not fit")
     rejects(E.check_03_starter, [], match="nf4 fits")
@@ -210,7 +220,7 @@ def test_03_starter():
     rejects(E.check_03_starter, "nf4", match="list")
 
 
-def test_03_practitioner():
+def test_03_practitioner(rejects):
     from transformers import BitsAndBytesConfig
 
     from helpers.quantization import quantization_config, quantization_support
@@ -230,7 +240,7 @@ def test_03_practitioner():
     rejects(E.check_03_practitioner, everything, match="nothing was quantized")
 
 
-def test_03_expert_arithmetic():
+def test_03_expert_arithmetic(rejects):
     def right(weights):
         blocks = math.ceil(weights / 64)
         return 3 * blocks - 4 * math.ceil(blocks / 256) - 1028
@@ -254,8 +264,7 @@ def test_03_expert_measured():
 # ---------------------------------------------------------------------------------------------- lesson 04
 
 
-def test_04_starter(tiny):
-    _, tokenizer = tiny
+def test_04_starter(model, tokenizer, rejects):
     right = render(tokenizer, E.STARTER_04)
     assert right == "System: Be brief.<|separator|>\n\nHuman: What is QLoRA?<|separator|>\n\nAssistant:"
     assert E.check_04_starter(right, tokenizer).passed
@@ -265,8 +274,7 @@ def test_04_starter(tiny):
     rejects(E.check_04_starter, tokenizer(right)["input_ids"], tokenizer, match="rendered string")
 
 
-def test_04_practitioner(tiny):
-    model, tokenizer = tiny
+def test_04_practitioner(model, tokenizer, rejects):
     assert lesson_04.own_name(model, tokenizer)[0] == "Grok"
     assert E.check_04_practitioner(SamplingSettings(stop=(SEPARATOR, " 2,")), model, tokenizer).passed
     rejects(E.check_04_practitioner, SamplingSettings(), model, tokenizer, match="end right after")
@@ -275,8 +283,7 @@ def test_04_practitioner(tiny):
     rejects(E.check_04_practitioner, {"stop": " 2,"}, model, tokenizer, match="SamplingSettings")
 
 
-def test_04_practitioner_finds_the_name_of_a_model_that_is_not_grok(tiny, monkeypatch):
-    model, tokenizer = tiny
+def test_04_practitioner_finds_the_name_of_a_model_that_is_not_grok(model, tokenizer, monkeypatch):
     monkeypatch.setattr(lesson_04, "own_name", lambda m, t: ("Granite", "I am Granite, an AI model from IBM."))
     monkeypatch.setattr("helpers.chat.generate", lambda *a, **k: SimpleNamespace(text="I am Granite",
                                                                                   finish_reason="stop"))
@@ -285,8 +292,7 @@ def test_04_practitioner_finds_the_name_of_a_model_that_is_not_grok(tiny, monkey
     assert E.check_04_practitioner(SamplingSettings(), model, tokenizer).status == E.SKIPPED
 
 
-def test_04_expert(tiny):
-    model, tokenizer = tiny
+def test_04_expert(model, tokenizer, rejects):
 
     def right(messages, settings=SamplingSettings()):
         live = stream(model, tokenizer, messages, settings)
@@ -319,7 +325,7 @@ def test_04_expert(tiny):
 # ---------------------------------------------------------------------------------------------- lesson 05
 
 
-def test_05_starter():
+def test_05_starter(rejects):
     assert E.check_05_starter(16 * (8192 + 8192)).passed
     rejects(E.check_05_starter, 8192 * 8192, match="full matrix")
     rejects(E.check_05_starter, 16 * 8192, match="one of the two")
@@ -337,8 +343,8 @@ def tuned():
     return other
 
 
-def test_05_practitioner(tiny, tuned):
-    base, tokenizer = tiny
+def test_05_practitioner(model, tokenizer, tuned, rejects):
+    base = model
     question = [{"role": "user", "content": "Combien de couches a Grok 2.5 ?"}]
     before, after = lesson_05._greedy(base, tokenizer, question), lesson_05._greedy(tuned, tokenizer, question)
     assert before != after
@@ -355,8 +361,7 @@ def test_05_practitioner(tiny, tuned):
     rejects(E.check_05_practitioner, "before", SimpleNamespace(text="after"), match="str")
 
 
-def test_05_expert(tiny, tmp_path):
-    model, tokenizer = tiny
+def test_05_expert(model, tokenizer, tmp_path, rejects):
     folder = tmp_path / "merged"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -395,7 +400,7 @@ def counted(messages):
     return sum(len(m["content"].split()) + 3 for m in messages)
 
 
-def test_06_starter():
+def test_06_starter(rejects):
     client, messages = FakeServer(1000), [dict(m) for m in lesson_06.STARTER_06]
     right = reply(prompt_tokens=counted(messages))
     assert E.check_06_starter(right, messages, client, "tiny").passed
@@ -426,7 +431,7 @@ class FakeServer:
         return reply(prompt_tokens=counted(messages))
 
 
-def test_06_practitioner():
+def test_06_practitioner(rejects):
     client = FakeServer(1000)
     assert E.check_06_practitioner(1000, client, "tiny").passed
     rejects(E.check_06_practitioner, 1001, client, "tiny", match="too large")
@@ -440,7 +445,7 @@ def summary(concurrency, tokens_per_s, requests=8, stream=False, errors=0):
             "tokens_per_s": tokens_per_s, "completion_tokens": round(tokens_per_s * wall), "wall_s": wall}
 
 
-def test_06_expert():
+def test_06_expert(rejects):
     measured = {1: 50.0, 2: 90.0, 4: 120.0, 8: 125.0}  # x1.8, x1.33, x1.04: doubling stops paying after 4
     curve = {c: summary(c, t) for c, t in measured.items()}
     assert lesson_06.stops_paying(measured) == 4

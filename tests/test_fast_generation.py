@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import helpers
 from helpers.errors import CourseError
@@ -279,14 +279,12 @@ def test_step_bytes_count_active_weights_once_and_each_sequence_cache():
     assert roofline_tokens_per_s(step, 3, 1e9) == pytest.approx(3e9 / step.total)
 
 
-def test_step_bytes_of_grok_2_5_match_the_planners_active_parameters():
-    config = AutoConfig.from_pretrained(helpers.GROK2_RELEASED_CONFIG)
+def test_step_bytes_of_grok_2_5_match_the_planners_active_parameters(grok2_config, grok2_plan):
     with torch.device("meta"):
-        model = Grok2ForCausalLM(config)
-    plan = helpers.plan_memory(config)
+        model = Grok2ForCausalLM(grok2_config)
     step = decode_step_bytes(model, batch=1, context=0)
     element = next(model.parameters()).element_size()
-    assert step.weights == (plan.active_params - plan.embedding_params + config.hidden_size) * element
+    assert step.weights == (grok2_plan.active_params - grok2_plan.embedding_params + grok2_config.hidden_size) * element
     assert 110e9 < step.weights / element < 116e9  # ~115B weights read per token: why 8 GPUs, even for speed
 
 

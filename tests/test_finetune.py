@@ -333,10 +333,8 @@ def test_every_name_the_lessons_and_scripts_use_is_still_importable_from_finetun
 # ------------------------------------------------------------------------------------------------------ plans
 
 
-def test_the_plan_for_grok_2_5():
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(helpers.GROK2_RELEASED_CONFIG)
+def test_the_plan_for_grok_2_5(grok2_config):
+    config = grok2_config
     settings = finetune.LoraSettings(rank=16, alpha=32)
     plan = finetune.plan_lora(config, settings, precision="nf4", batch_size=1, seq_len=1024)
     assert 135 * GB <= plan.base_weight_bytes <= 165 * GB  # facts 5.1/6: 4-bit Grok 2.5
@@ -440,12 +438,9 @@ def test_accelerate_launch_two_cpu_processes_matches_one_process(tmp_path, sets)
     assert moved > 1e-2 and max((saved[k] - expected[k]).abs().max().item() for k in saved) < 1e-5 * max(1.0, moved)
 
 
-def test_lora_benchmark_runs_end_to_end(tmp_path):
+def test_lora_benchmark_runs_end_to_end(tmp_path, repo_script):
     """The GPU benchmark's smoke size, on CPU: builds a Grok-2-shaped model, trains LoRA and QLoRA, writes its report."""
-    spec = importlib.util.spec_from_file_location("lora_benchmark", REPO_ROOT / "benchmarks" / "lora_benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    report = benchmark.main(["--size", "grok2-smoke", "--out", str(tmp_path)])
+    report = repo_script("lora_benchmark").main(["--size", "grok2-smoke", "--out", str(tmp_path)])
     assert {r["mode"] for r in report["modes"]} <= {"lora", "qlora"} and report["modes"]
     for record in report["modes"]:
         assert record["trainable_params"] == record["plan"]["lora_params"]

@@ -134,6 +134,21 @@ def test_half_written_checkpoints_of_a_killed_run_are_removed_and_said(tmp_path,
     assert result.checkpoint == folder / "checkpoint-000001"
 
 
+def test_a_leftover_whose_writer_id_now_belongs_to_another_process_is_recovered(tmp_path):
+    """Process ids are reused: a leftover is in progress only if its writer's id AND start time match a live process."""
+    live = os.getppid()  # alive, and not the writer of the first leftover: the start time recorded there differs
+    start = folders._start_time(live)
+    assert start is not None and folders._writer() == f"{os.getpid()}@{folders._start_time(os.getpid())}"
+    orphan = tmp_path / f".adapter.new-{live}@{int(start) + 1}"
+    orphan.mkdir()
+    (orphan / "adapter_model.safetensors").write_bytes(b"complete")
+    busy = tmp_path / f".adapter.tmp-{live}@{start}-x1y2"  # that very process's: it may be writing it right now
+    busy.mkdir()
+    notes = folders.recover_interrupted_writes(tmp_path, "adapter")
+    assert any("finished an interrupted save" in note for note in notes) and not orphan.exists()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == b"complete" and busy.exists()
+
+
 # --------------------------------------------------------------------------- item 2: one run per checkpoint folder
 
 
@@ -180,6 +195,17 @@ def test_the_script_checks_its_folders_before_loading_anything(tmp_path, repo_sc
         script.check_folders(Namespace(no_resume=True, set_aside=False), OneProcess(), output, checkpoints)
     script.check_folders(Namespace(no_resume=True, set_aside=True), OneProcess(), output, checkpoints)
     assert (tmp_path / "ck.earlier-1" / "checkpoint-000002" / "state.json").exists()
+
+
+def test_the_script_refuses_int8_under_fsdp_before_loading_anything(repo_script):
+    """FSDP shards only 4-bit quantized weights (packed in bf16); int8 used to be dropped silently there."""
+    from accelerate.utils import DistributedType
+
+    script = repo_script("train_lora")
+    args = script.parse_args(["--quantization", "int8", "--model", "/nonexistent/model"])
+    with pytest.raises(helpers.CourseError, match="int8 cannot be trained under FSDP") as refused:
+        script.load_base(args, Namespace(distributed_type=DistributedType.FSDP))
+    assert "--quantization nf4" in refused.value.fix
 
 
 def test_the_script_refuses_an_output_folder_with_other_files_and_says_so_without_a_traceback(tmp_path):
@@ -250,6 +276,23 @@ def test_a_folder_deep_nesting_and_huge_numbers_get_a_message_naming_the_fix(tmp
     assert caught.value.problems[1].startswith("line 3: not valid JSON")
     with pytest.raises(finetune.DataError, match="expected a line of text"):
         finetune.validate_chat_rows([json.dumps(ROW), ROW])
+
+
+def test_a_lone_surrogate_is_named_with_its_line_before_any_tokenizing(tmp_path, tokenizer):
+    """JSON may escape half of a surrogate pair alone ("\\ud800"); the tokenizer then failed in encode_dataset with a
+    TypeError naming no row."""
+    lone = '{"messages": [{"role": "user", "content": "Bonjour \\ud800 !"}, {"role": "assistant", "content": "Oui."}]}'
+    pair = '{"messages": [{"role": "user", "content": "Emoji \\ud83d\\ude00 ?"}, {"role": "assistant", "content": "Oui."}]}'
+    path = write_lines(tmp_path / "surrogate.jsonl", [json.dumps(ROW), lone, pair])
+    with pytest.raises(finetune.DataError) as caught:
+        finetune.load_chat_jsonl(path)
+    assert caught.value.problems == ['line 2: message 0 (user) holds in "content" a lone surrogate (\\ud800 at '
+                                     "character 8), half of a UTF-16 pair without its other half, which is not text: "
+                                     "write the character itself, or both halves of its pair"]
+    assert len(finetune.validate_chat_rows([json.dumps(ROW), pair])) == 2  # a real pair is text
+    built = [[{"role": "user", "content": "a\udfff"}, {"role": "assistant", "content": "b"}]]  # rows made in code
+    with pytest.raises(finetune.DataError, match=r"line 1: message 0 \(user\) holds in \"content\" a lone surrogate"):
+        finetune.encode_dataset(tokenizer, built, max_len=128)
 
 
 def test_a_huge_line_or_file_is_refused_before_it_is_read(tmp_path):

@@ -20,14 +20,9 @@ from helpers.grok2.checkpoint import (
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(tiny_grok2_config):  # tests/conftest.py
     torch.manual_seed(0)
-    config = Grok2Config(
-        vocab_size=120, hidden_size=32, intermediate_size=64, moe_intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, embedding_multiplier_scale=32**0.5,
-        initializer_range=0.2,
-    )
-    return Grok2ForCausalLM(config).eval()
+    return Grok2ForCausalLM(tiny_grok2_config()).eval()
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +84,10 @@ def test_missing_slice_is_reported(released, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def wider(tmp_path_factory):
+def wider(tmp_path_factory, tiny_grok2_config):
     """A model whose matrices are at least one 4-bit block (64 weights) wide, as bitsandbytes' CPU kernels need."""
     torch.manual_seed(0)
-    config = Grok2Config(
-        vocab_size=120, hidden_size=64, intermediate_size=128, moe_intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, embedding_multiplier_scale=64**0.5,
-        initializer_range=0.2,
-    )
+    config = tiny_grok2_config(hidden_size=64, intermediate_size=128, moe_intermediate_size=64, head_dim=16)
     model = Grok2ForCausalLM(config).eval()
     return model, save_in_released_layout(model, tmp_path_factory.mktemp("released64") / "grok-2")
 

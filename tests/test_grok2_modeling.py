@@ -7,7 +7,6 @@ explicit causal mask), sharing no code with modeling_grok2.py, so a mistake in e
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -16,33 +15,19 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import helpers  # noqa: F401  (registers Grok 2)
 from helpers.grok2 import Grok2Config, Grok2ForCausalLM, unpatched_model_type
 from helpers.grok2.reference import reference_logits  # the independent forward, shown in lesson 02
-from helpers.paths import GROK2_RELEASED_CONFIG
 
 
-def small_config(**overrides) -> Grok2Config:
-    values = dict(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=48,
-        moe_intermediate_size=40,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        embedding_multiplier_scale=math.sqrt(32),
-        max_position_embeddings=512,
-        # Tiny caps and temperature length so that every branch is exercised on short sequences.
-        attn_logit_softcapping=2.0,
-        router_logit_softcapping=1.5,
-        final_logit_softcapping=3.0,
-        attn_temperature_len=4,
-        rope_theta=10000.0,
-        initializer_range=0.3,
-    )
-    values.update(overrides)
-    return Grok2Config(**values)
+# Sizes and caps that exercise every branch on short sequences (the caps fire; the length temperature starts at 4),
+# on top of the tiny random Grok 2 of tests/conftest.py.
+EDGES = dict(vocab_size=97, intermediate_size=48, moe_intermediate_size=40, num_local_experts=4, num_experts_per_tok=2,
+             max_position_embeddings=512, attn_logit_softcapping=2.0, router_logit_softcapping=1.5,
+             final_logit_softcapping=3.0, attn_temperature_len=4, rope_theta=10000.0, initializer_range=0.3)
+
+
+@pytest.fixture(scope="module")
+def small_config(tiny_grok2_config):
+    """small_config(**overrides) -> a Grok2Config: tests/conftest.py's tiny one with EDGES, then `overrides`."""
+    return lambda **overrides: tiny_grok2_config(**{**EDGES, **overrides})
 
 
 def build(config: Grok2Config, seed: int = 0) -> Grok2ForCausalLM:
@@ -58,7 +43,7 @@ def build(config: Grok2Config, seed: int = 0) -> Grok2ForCausalLM:
 # ------------------------------------------------------------------------------------------ independent reference
 
 
-def test_forward_matches_independent_reference():
+def test_forward_matches_independent_reference(small_config):
     model = build(small_config())
     ids = torch.randint(3, 97, (11,), generator=torch.Generator().manual_seed(1))  # 11 > attn_temperature_len
     with torch.no_grad():
@@ -67,7 +52,7 @@ def test_forward_matches_independent_reference():
     torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
 
 
-def test_every_quirk_changes_the_output():
+def test_every_quirk_changes_the_output(small_config):
     """Each Grok-specific feature is live: switching it off changes the logits (so the reference test means something)."""
     base = small_config()
     ids = torch.randint(3, 97, (1, 11), generator=torch.Generator().manual_seed(2))
@@ -85,7 +70,7 @@ def test_every_quirk_changes_the_output():
             assert not torch.allclose(reference, other, atol=1e-4), change
 
 
-def test_router_weights_are_not_renormalised():
+def test_router_weights_are_not_renormalised(small_config):
     model = build(small_config())
     x = torch.randn(5, 32)
     _, weights, _ = model.model.layers[0].block_sparse_moe.route(x)
@@ -95,7 +80,7 @@ def test_router_weights_are_not_renormalised():
 # -------------------------------------------------------------------------------------------- cache and padding
 
 
-def test_cached_decoding_equals_uncached():
+def test_cached_decoding_equals_uncached(small_config):
     model = build(small_config())
     prompt = torch.randint(3, 97, (2, 7), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -113,7 +98,7 @@ def test_cached_decoding_equals_uncached():
         torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
 
 
-def test_left_padded_batch_equals_single_sequences():
+def test_left_padded_batch_equals_single_sequences(small_config):
     model = build(small_config())
     gen = torch.Generator().manual_seed(4)
     short, long = torch.randint(3, 97, (4,), generator=gen), torch.randint(3, 97, (9,), generator=gen)
@@ -132,7 +117,7 @@ def test_left_padded_batch_equals_single_sequences():
         torch.testing.assert_close(padded_logits, alone_logits, atol=1e-5, rtol=1e-5)
 
 
-def test_temperature_uses_true_positions_with_padding():
+def test_temperature_uses_true_positions_with_padding(small_config):
     """With attn_temperature_len=4, positions > 4 are sharpened: padding must not shift where that starts."""
     model = build(small_config())
     seq = torch.randint(3, 97, (8,), generator=torch.Generator().manual_seed(5))
@@ -147,7 +132,7 @@ def test_temperature_uses_true_positions_with_padding():
 # --------------------------------------------------------------------------------------- saving and the Auto path
 
 
-def test_save_load_round_trip(tmp_path):
+def test_save_load_round_trip(tmp_path, small_config):
     model = build(small_config())
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -163,7 +148,7 @@ def test_save_load_round_trip(tmp_path):
     assert "lm_head.weight" in names and "model.layers.1.post_moe_norm.weight" in names
 
 
-def test_git_model_type_routes_to_grok2(tmp_path):
+def test_git_model_type_routes_to_grok2(tmp_path, small_config):
     """The released config says model_type "git"; with helpers imported it loads as Grok 2 anyway."""
     model = build(small_config())
     model.save_pretrained(tmp_path)
@@ -175,8 +160,8 @@ def test_git_model_type_routes_to_grok2(tmp_path):
     assert type(AutoModelForCausalLM.from_pretrained(tmp_path)) is Grok2ForCausalLM
 
 
-def test_released_config_has_269_5_billion_parameters_on_meta():
-    config = AutoConfig.from_pretrained(GROK2_RELEASED_CONFIG)
+def test_released_config_has_269_5_billion_parameters_on_meta(grok2_config):
+    config = grok2_config
     assert isinstance(config, Grok2Config) and config.hidden_size == 8192 and config.rope_theta == 208533496
     with torch.device("meta"):
         model = Grok2ForCausalLM(config)
@@ -185,7 +170,7 @@ def test_released_config_has_269_5_billion_parameters_on_meta():
     assert round(total / 1e9, 1) == 269.5
 
 
-def test_yarn_rope_is_supported_and_differs():
+def test_yarn_rope_is_supported_and_differs(small_config):
     ids = torch.arange(3, 40)[None]
     plain = build(small_config(rope_theta=10000.0))
     yarn = build(small_config(rope_theta=10000.0, rope_type="yarn", original_max_position_embeddings=8, scaling_factor=4.0))
@@ -193,14 +178,14 @@ def test_yarn_rope_is_supported_and_differs():
         assert not torch.allclose(plain(ids).logits, yarn(ids).logits, atol=1e-4)
 
 
-def test_bad_config_is_refused_with_reason():
+def test_bad_config_is_refused_with_reason(small_config):
     with pytest.raises(ValueError, match="multiple of num_key_value_heads"):
         small_config(num_attention_heads=5)
     with pytest.raises(ValueError, match="rope_type"):
         small_config(rope_type="dynamic")
 
 
-def test_gradients_flow_for_training():
+def test_gradients_flow_for_training(small_config):
     model = build(small_config()).train()
     ids = torch.randint(3, 97, (2, 6))
     loss = model(ids, labels=ids).loss
@@ -212,7 +197,7 @@ def test_gradients_flow_for_training():
     assert model.model.layers[1].self_attn.q_proj.weight.grad.abs().sum() > 0
 
 
-def test_static_cache_generation_equals_dynamic():
+def test_static_cache_generation_equals_dynamic(small_config):
     """A static (pre-allocated) KV cache - the basis of compiled decoding - gives the same tokens."""
     model = build(small_config())
     prompt = torch.randint(3, 97, (2, 6), generator=torch.Generator().manual_seed(6))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tiktoken._educational import bpe_train
 
+from helpers.chat_text import REFERENCE_RENDERINGS
 from helpers.grok2.tokenization_grok2 import (
     GROK2_SPLIT_PATTERN,
     tiktoken_encoding_from_tok_json,
@@ -56,20 +57,8 @@ def test_special_tokens_and_no_bos(tok_json):
 
 def test_chat_template_renders_the_reference_strings(tok_json):
     tokenizer = tokenizer_from_tok_json(tok_json)
-    one = [{"role": "user", "content": " What is your name? "}]
-    assert tokenizer.apply_chat_template(one, tokenize=False, add_generation_prompt=True) == (
-        "Human: What is your name?<|separator|>\n\nAssistant:"
-    )
-    conversation = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": " Hello!"},
-        {"role": "user", "content": "Experts?"},
-    ]
-    assert tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) == (
-        "System: Be brief.<|separator|>\n\nHuman: Hi<|separator|>\n\nAssistant:  Hello!<|separator|>\n\n"
-        "Human: Experts?<|separator|>\n\nAssistant:"
-    )
+    for messages, expected in REFERENCE_RENDERINGS.values():  # helpers.chat_text: one conversation per shape
+        assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == expected
 
 
 def test_wrong_special_ids_are_refused(tmp_path):

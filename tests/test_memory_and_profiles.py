@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, GraniteMoeConfig
+from transformers import GraniteMoeConfig
 
 import helpers
 from helpers.errors import CourseError
 from helpers.grok2 import Grok2ForCausalLM
 from helpers.memory import GB, GiB, grok2_parameter_breakdown, plan_memory
-
-
-@pytest.fixture(scope="module")
-def grok2_config():
-    return AutoConfig.from_pretrained(helpers.GROK2_RELEASED_CONFIG)
-
-
-@pytest.fixture(scope="module")
-def grok2_plan(grok2_config):
-    return plan_memory(grok2_config, "xai-org/grok-2")
 
 
 def test_total_equals_meta_device_count_and_arithmetic(grok2_config, grok2_plan):
@@ -52,9 +42,19 @@ def test_bytes_per_precision(grok2_plan):
 def test_kv_cache_and_gpus(grok2_plan):
     assert grok2_plan.kv_cache_bytes_per_token() == 256 * 1024  # 256 KiB per token in bf16
     assert grok2_plan.kv_cache_bytes(131072) == 32 * GiB
-    assert grok2_plan.gpus_needed(80 * GB, "bf16", context_tokens=8192) == 8
-    assert grok2_plan.gpus_needed(80 * GB, "fp8", context_tokens=8192) <= 8
-    assert grok2_plan.gpus_needed(24 * GB, "nf4") > 1  # the article's single 24 GB GPU cannot hold it
+    from helpers.accelerators import H100_SXM, RTX_4090
+
+    h100 = H100_SXM.memory_bytes  # an "80 GB" H100 holds 80 GiB
+    assert h100 == 80 * GiB
+    assert grok2_plan.gpus_needed(h100, "bf16", context_tokens=8192) == 8
+    assert grok2_plan.gpus_needed(h100, "fp8", context_tokens=8192) <= 8
+    # two 80 GB GPUs hold the 4-bit weights and an 8K-token cache with the planner's headroom (counted as 80e9 bytes
+    # they seemed to need a third)
+    assert grok2_plan.gpus_needed(h100, "nf4", context_tokens=8192) == 2 < grok2_plan.gpus_needed(80 * GB, "nf4")
+    assert grok2_plan.margin_bytes(h100, 2, "nf4", 8192) > 5 * GB
+    assert grok2_plan.gpus_needed(RTX_4090.memory_bytes, "nf4") > 1  # the article's single 24 GB GPU cannot hold it
+    assert [row["H100_80GB_needed"] for row in grok2_plan.table()] == [
+        grok2_plan.gpus_needed(h100, p) for p in ("bf16", "fp8", "int8", "nf4")]
     assert grok2_plan.tensor_parallel_size(5) == 8
 
 
@@ -87,6 +87,19 @@ def test_profiles(monkeypatch):
         return sizes.train_steps * sizes.train_batch_size * sizes.grad_accum_steps * sizes.max_seq_len
 
     assert training_tokens(tiny) < training_tokens(small) and tiny.max_seq_len <= small.max_seq_len
+
+
+def test_the_model_source_is_resolved_in_one_place(tmp_path):
+    from helpers import loading, profiles
+
+    assert loading.resolve_source is profiles.resolve_source  # load_model, the server and the scripts ask here
+    assert profiles.resolve_source(None) == helpers.get_profile().model_id
+    assert profiles.resolve_source(None, "grok-2") == "xai-org/grok-2"
+    assert profiles.resolve_source(tmp_path, "grok-2") == str(tmp_path)  # a path given wins over the profile
+    grok = helpers.get_profile("grok-2")
+    assert profiles.resolve_tokenizer_source(None, "grok-2") == grok.tokenizer_id
+    assert profiles.resolve_tokenizer_source(grok.model_id, "grok-2") == grok.tokenizer_id
+    assert profiles.resolve_tokenizer_source(tmp_path, "grok-2") == str(tmp_path)
 
 
 def test_model_override_keeps_the_profile_sizes_and_plans_from_the_folder(monkeypatch, tmp_path):

@@ -27,12 +27,11 @@ def canonical(name: str) -> str:
 
 
 def all_requirements() -> list[str]:
-    project = PYPROJECT["project"]
-    return project["dependencies"] + [r for extra in project.get("optional-dependencies", {}).values() for r in extra]
+    return pyproject_requirements(extras=True)
 
 
 def pins() -> dict[str, str]:
-    return {canonical(m["name"]): m["version"] for m in map(PINNED.fullmatch, all_requirements())}
+    return {canonical(name): version for name, version in pinned_requirements(all_requirements()).items()}
 
 
 def conda_section() -> list[str]:

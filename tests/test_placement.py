@@ -5,28 +5,30 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
-import helpers
 from helpers import placement
 
-CONFIG = AutoConfig.from_pretrained(helpers.GROK2_RELEASED_CONFIG)
-with torch.device("meta"):
-    GROK = AutoModelForCausalLM.from_config(CONFIG)  # Grok 2.5's shapes, no memory
+
+@pytest.fixture(scope="module")
+def grok(grok2_config):  # tests/conftest.py
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(grok2_config)  # Grok 2.5's shapes, no memory
 
 
-def test_plans_for_absent_gpus_without_their_warning(caplog):
+def test_plans_for_absent_gpus_without_their_warning(caplog, grok):
     absent = torch.cuda.device_count()  # the first GPU number this machine does not have
     caplog.set_level(logging.WARNING, logger=placement.ACCELERATE_LOGGER)
-    counts = placement.modules_per_device(GROK, {absent: "72GiB", absent + 1: "72GiB", "cpu": "512GiB"})
+    counts = placement.modules_per_device(grok, {absent: "72GiB", absent + 1: "72GiB", "cpu": "512GiB"})
     assert set(counts) == {str(absent), str(absent + 1), "cpu"}
     assert placement.ABSENT_GPU_MESSAGE not in caplog.text
 
 
-def test_eight_gpus_hold_every_layer_and_the_filter_is_removed_afterwards(caplog):
-    counts = placement.modules_per_device(GROK, {i: "72GiB" for i in range(8)})
-    assert "cpu" not in counts and sum(counts.values()) >= CONFIG.num_hidden_layers
+def test_eight_gpus_hold_every_layer_and_the_filter_is_removed_afterwards(caplog, grok):
+    counts = placement.modules_per_device(grok, {i: "72GiB" for i in range(8)})
+    assert "cpu" not in counts and sum(counts.values()) >= grok.config.num_hidden_layers
     caplog.set_level(logging.WARNING, logger=placement.ACCELERATE_LOGGER)
     logger = logging.getLogger(placement.ACCELERATE_LOGGER)
     with placement.planning_for_absent_gpus():

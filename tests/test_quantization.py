@@ -15,7 +15,6 @@ from helpers import quantization as quant
 from helpers.errors import CourseError
 from helpers.evaluation import (
     agreement,
-    format_table,
     kl_divergence,
     measure_speed,
     next_token_logprobs,
@@ -26,19 +25,12 @@ from helpers.paths import DATA_DIR
 HELDOUT = (DATA_DIR / "heldout_course_text.txt").read_text().splitlines()
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tokenizer too: tests/conftest.py
+
+
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model is too small to split across threads; on a busy machine two threads are many times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def quiet_int8_cast_notice():
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)  # int8's fp32 -> fp16 cast notice
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return helpers.load_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -180,17 +172,16 @@ def test_speed_is_measured(models):
     assert speed.decode_s_per_token == pytest.approx(1 / speed.decode_tokens_per_s)
 
 
-def test_format_table():
-    table = format_table([{"precision": "nf4", "MB": 0.41468, "ok": None}])
-    assert table.splitlines() == ["| precision | MB | ok |", "|---|---|---|", "| nf4 | 0.4147 | - |"]
-
-
 # ------------------------------------------------------------------------------------------- settings, errors
 
 
 def test_settings_and_every_knob_explained():
     config = quant.quantization_config("nf4", compute_dtype=torch.bfloat16)
     assert config.bnb_4bit_use_double_quant and config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_quant_storage == torch.uint8  # FSDP-QLoRA (scripts/train_lora.py) packs into bf16 instead:
+    fsdp = quant.quantization_config("nf4", torch.bfloat16, check_support=False, storage=torch.bfloat16)
+    assert fsdp.bnb_4bit_quant_storage == torch.bfloat16 and fsdp.to_dict() | {"bnb_4bit_quant_storage": "uint8"} == \
+        config.to_dict()
     assert config.bnb_4bit_compute_dtype == torch.bfloat16
     assert "lm_head" in config.llm_int8_skip_modules and "block_sparse_moe.gate" in config.llm_int8_skip_modules
     assert set(config.llm_int8_skip_modules) <= set(quant.KEEP_REASONS)
@@ -241,14 +232,8 @@ def test_missing_bitsandbytes_is_explained(monkeypatch):
 # ------------------------------------------------------------------------------------------------ the benchmark
 
 
-def test_benchmark_script_runs_end_to_end(tmp_path):
-    import importlib.util
-
-    path = helpers.paths.REPO_ROOT / "benchmarks" / "quantization_benchmark.py"
-    spec = importlib.util.spec_from_file_location("quantization_benchmark", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    out = benchmark.main(["--model", "llama-smoke", "--prompt-len", "8", "--new-tokens", "2", "--repeats", "1",
+def test_benchmark_script_runs_end_to_end(tmp_path, repo_script):
+    out = repo_script("quantization_benchmark").main(["--model", "llama-smoke", "--prompt-len", "8", "--new-tokens", "2", "--repeats", "1",
                           "--fidelity-prompts", "2", "--out", str(tmp_path)])
     result = json.loads(out.with_suffix(".json").read_text())
     assert [row["precision"] for row in result["rows"]] == ["fp32", "int8", "nf4", "fp4"]
@@ -257,3 +242,17 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
         assert abs(row["quantized_stored_bytes"] / row["planner_bytes_same_matrices"] - 1) < 0.15
         assert row["planner_bytes_same_matrices"] == row["planner_bytes_expected_matrices"]  # Llama: nn.Linear only
     assert "| precision |" in out.with_suffix(".md").read_text()
+
+
+def test_two_harmless_bitsandbytes_lines_are_dropped_and_nothing_else(caplog):
+    """`import helpers` filters the two bitsandbytes log lines a learner cannot act on (the optional Hub kernel of
+    AVX512-BF16 CPUs, LLM.int8's cast notice); any other line of the same loggers still shows."""
+    quant.quiet_harmless_bitsandbytes_notices()  # idempotent: importing helpers did it already
+    for name, (start, why) in quant.HARMLESS_BITSANDBYTES_NOTICES.items():
+        logger = logging.getLogger(name)
+        assert sum(isinstance(f, quant._DropHarmlessNotice) for f in logger.filters) == 1 and why
+        with caplog.at_level(logging.WARNING, logger=name):
+            logger.warning("%s: %s", start, "the details bitsandbytes adds")
+            logger.warning("another problem, worth seeing")
+        assert [r.getMessage() for r in caplog.records if r.name == name] == ["another problem, worth seeing"]
+        caplog.clear()

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 import helpers
+from helpers.chat_text import REFERENCE_RENDERINGS
 from helpers.grok2 import Grok2Config, Grok2ForCausalLM
 from helpers.grok2.auto import unpatched_model_type
 
@@ -88,23 +89,12 @@ def test_pre_tokenizer_is_grok2s_pattern():
 
 
 def test_chat_template_renders_grok2_formats(tokenizer):
-    single = [{"role": "user", "content": "What is your name?"}]
-    assert tokenizer.apply_chat_template(single, tokenize=False, add_generation_prompt=True) == (
-        "Human: What is your name?<|separator|>\n\nAssistant:"
-    )
+    for messages, expected in REFERENCE_RENDERINGS.values():  # user/system stripped, assistant kept as is ("spaces")
+        assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == expected
+    single = REFERENCE_RENDERINGS["single_turn"][0]
     ids = tokenizer.apply_chat_template(single, add_generation_prompt=True, return_dict=True)["input_ids"]
     assert tokenizer.decode(ids[:1]) == "Human" and ids.count(1) == 1  # no BOS; one separator
-    conversation = [
-        {"role": "system", "content": " Be brief. "},
-        {"role": "user", "content": "Hi\n"},
-        {"role": "assistant", "content": " Hello."},
-        {"role": "user", "content": "Experts?"},
-    ]
-    # user/system stripped, assistant kept as is, every turn closed by "<|separator|>\n\n"
-    assert tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) == (
-        "System: Be brief.<|separator|>\n\nHuman: Hi<|separator|>\n\nAssistant:  Hello.<|separator|>\n\n"
-        "Human: Experts?<|separator|>\n\nAssistant:"
-    )
+    # without the generation prompt, the last turn is closed like every other: "<|separator|>\n\n"
     assert tokenizer.apply_chat_template(single, tokenize=False) == "Human: What is your name?<|separator|>\n\n"
 
 

@@ -11,25 +11,20 @@ from helpers.chat import SEPARATOR, SamplingSettings, generate
 from helpers.widgets import ChatWidget, SamplingPlayground
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # model, tokenizer: tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def model_and_tokenizer(model, tokenizer):  # tests/conftest.py
-    return model, tokenizer
+def expected(model, tokenizer, messages):
+    return generate(model, tokenizer, messages).text
 
 
-def expected(model_and_tokenizer, messages):
-    return generate(*model_and_tokenizer, messages).text
-
-
-def test_chat_widget_streams_a_reply_and_keeps_the_conversation(model_and_tokenizer):
+def test_chat_widget_streams_a_reply_and_keeps_the_conversation(model, tokenizer):
     threads = threading.active_count()
-    chat = ChatWidget(*model_and_tokenizer)
+    chat = ChatWidget(model, tokenizer)
     chat.input.value = "How many experts does Grok 2 have?"
     chat.send_button.click()  # exactly what a click in JupyterLab does
     assert chat.wait()
-    assert chat.last_reply == expected(model_and_tokenizer, [{"role": "user", "content": chat.messages[0]["content"]}])
+    assert chat.last_reply == expected(model, tokenizer, [{"role": "user", "content": chat.messages[0]["content"]}])
     assert chat.last_reply.startswith("8 experts")
     assert "tokens/s" in chat.stats.value and "first token after" in chat.stats.value and "finish: stop" in chat.stats.value
     assert "How many experts" in chat.transcript.value and chat.last_reply in chat.transcript.value
@@ -38,16 +33,16 @@ def test_chat_widget_streams_a_reply_and_keeps_the_conversation(model_and_tokeni
     assert chat.send("What is your name?")
     assert chat.wait()
     assert [m["role"] for m in chat.messages] == ["user", "assistant", "user", "assistant"]
-    assert chat.last_reply == expected(model_and_tokenizer, chat.messages[:3])
+    assert chat.last_reply == expected(model, tokenizer, chat.messages[:3])
     assert len(chat.completions) == 2 and all(c.finish_reason == "stop" for c in chat.completions)
     assert not chat.send("   ")  # nothing to send
     assert threading.active_count() == threads
 
 
-def test_chat_widget_stop_button_ends_a_reply(model_and_tokenizer):
+def test_chat_widget_stop_button_ends_a_reply(model, tokenizer):
     threads = threading.active_count()
     endless = SamplingSettings(stop=(), stop_token_ids=(), max_new_tokens=5000)
-    chat = ChatWidget(*model_and_tokenizer, endless, system_prompt="You are a helpful assistant for the Grok 2.5 course.")
+    chat = ChatWidget(model, tokenizer, endless, system_prompt="You are a helpful assistant for the Grok 2.5 course.")
     assert chat.send("What is your name?")
     deadline = time.monotonic() + 60
     while not chat.reply.value and time.monotonic() < deadline:  # the first streamed piece has arrived
@@ -65,13 +60,13 @@ def test_chat_widget_stop_button_ends_a_reply(model_and_tokenizer):
     assert threading.active_count() == threads
 
 
-def test_playground_updates_plot_and_answer(model_and_tokenizer):
+def test_playground_updates_plot_and_answer(model, tokenizer):
     question = [{"role": "user", "content": "What is your name?"}]
-    playground = SamplingPlayground(*model_and_tokenizer, question)
+    playground = SamplingPlayground(model, tokenizer, question)
     playground.temperature.value = 0.0  # triggers update through the observer, like moving the slider
     distribution, completion = playground.last
     assert list(distribution.stages) == ["model", "greedy"] and distribution.after[0] == 1.0
-    assert completion.text == expected(model_and_tokenizer, question)[: len(completion.text)]
+    assert completion.text == expected(model, tokenizer, question)[: len(completion.text)]
     assert bytes(playground.plot.value).startswith(b"\x89PNG")
     playground.top_k.value = 3
     playground.temperature.value = 1.0

@@ -8,10 +8,10 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from helpers.environment import pinned_requirements, pyproject_requirements
 from helpers.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "prepare_workshop.sh"
@@ -26,8 +26,8 @@ def kit(*args, check=True):
 
 
 def pins() -> list[str]:
-    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    return re.findall(r'^\s*"([A-Za-z0-9_.\-]+==[^"\s]+)"', text, re.MULTILINE)
+    """Every `name==version` of pyproject.toml, extras included, in its order (what requirements.txt must list)."""
+    return [f"{name}=={version}" for name, version in pinned_requirements(pyproject_requirements(extras=True)).items()]
 
 
 def test_dry_run_writes_the_kit_text_and_downloads_nothing(tmp_path):

@@ -75,12 +75,14 @@ def whole(exercise: str, name: str, value) -> int:
 
 
 def grok_plan():
-    from ..profiles import plan_profile
+    """The released Grok 2.5's memory plan: helpers.memory's one cached copy (read it, do not change it)."""
+    from ..memory import grok2_released_plan
 
-    return plan_profile("grok-2")
+    return grok2_released_plan()
 
 
 def grok_config():
-    from ..loading import load_config
+    """The released Grok 2.5 config (the copy shipped in data/): helpers.memory's one cached copy."""
+    from ..memory import grok2_released_config
 
-    return load_config("xai-org/grok-2")
+    return grok2_released_config()

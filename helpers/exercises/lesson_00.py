@@ -5,38 +5,45 @@ from __future__ import annotations
 
 import math
 
-from ..units import GB
+from ..memory import GPU_USABLE_FRACTION
+from ..units import GB, GiB
 from .checking import Result, fail, grok_config, grok_plan, not_attempted, passed, whole
 
 
-STARTER_00 = dict(card_bytes=80 * GB, precision="fp8", context_tokens=131072)  # the question's machine and load
+# The question's machine and load: an "80 GB" H100 holds 80 GiB (helpers.accelerators). Two full conversations, so
+# that forgetting the KV cache or the headroom gives another count than the right one.
+STARTER_00 = dict(card_bytes=80 * GiB, precision="fp8", context_tokens=131072, conversations=2)
 
 
 def check_00_starter(h100_fp8_128k) -> Result:
-    """80 GB GPUs for Grok 2.5's FP8 weights plus the bf16 KV cache of one 131072-token context, 10% of each GPU kept
-    free: computed by hand from the plan's bytes (the check compares with the planner's `gpus_needed`)."""
+    """80 GB GPUs for Grok 2.5's FP8 weights plus the bf16 KV cache of two 131072-token conversations, the planner's
+    share of each GPU (GPU_USABLE_FRACTION) usable: computed by hand from the plan's bytes (the check compares with the
+    planner's `gpus_needed`)."""
     ex = "00 starter"
     if h100_fp8_128k is None:
-        return not_attempted(ex, "Set `h100_fp8_128k`: (grok.weight_bytes('fp8') + grok.kv_cache_bytes(131072)) / "
-                                  "(90% of 80 GB), rounded up.")
+        return not_attempted(ex, "Set `h100_fp8_128k`: (grok.weight_bytes('fp8') + 2 * grok.kv_cache_bytes(131072)) / "
+                                  f"({GPU_USABLE_FRACTION:.0%} of 80 GiB: 80 * GiB bytes), rounded up.")
     answer = whole(ex, "h100_fp8_128k", h100_fp8_128k)
     grok = grok_plan()
     card, precision, tokens = STARTER_00["card_bytes"], STARTER_00["precision"], STARTER_00["context_tokens"]
-    expected = grok.gpus_needed(card, precision, context_tokens=tokens)
-    weights, cache = grok.weight_bytes(precision), grok.kv_cache_bytes(tokens)
+    batch = STARTER_00["conversations"]
+    expected = grok.gpus_needed(card, precision, context_tokens=tokens, batch=batch)
+    weights, cache = grok.weight_bytes(precision), grok.kv_cache_bytes(tokens, batch=batch)
+    usable = GPU_USABLE_FRACTION * card
     if answer == expected:
         return passed(ex, f"{answer} GPUs: {weights / GB:,.1f} GB of FP8 weights + {cache / GB:,.1f} GB of KV cache "
-                           f"= {(weights + cache) / GB:,.1f} GB, over {0.9 * card / GB:.0f} GB usable per GPU. "
+                           f"= {(weights + cache) / GB:,.1f} GB, over {usable / GB:.0f} GB usable per GPU. "
                            f"A tensor-parallel engine would then run {grok.tensor_parallel_size(answer)}.")
-    forgot_cache = math.ceil(weights / (0.9 * card))
+    forgot_cache = math.ceil(weights / usable)
     no_headroom = math.ceil((weights + cache) / card)
-    if answer == grok.gpus_needed(card, "bf16", context_tokens=tokens):
+    if answer == grok.gpus_needed(card, "bf16", context_tokens=tokens, batch=batch):
         fail(ex, "that is the bf16 count; the question is about FP8 weights (1 byte each).")
     if answer in (forgot_cache, no_headroom):
         fail(ex, f"{answer} GPUs hold the weights alone, or everything with no memory kept free: add the KV cache of "
-                  "131072 tokens (grok.kv_cache_bytes(131072)) and keep 10% of every GPU free.")
-    fail(ex, f"{answer} is too {'many' if answer > expected else 'few'}: add the FP8 weights and the KV cache, divide "
-              "by 0.9 x 80 GB (GB = 10^9 bytes) and round up.")
+                  f"two 131072-token conversations (2 * grok.kv_cache_bytes(131072)) and keep "
+                  f"{1 - GPU_USABLE_FRACTION:.0%} of every GPU free.")
+    fail(ex, f"{answer} is too {'many' if answer > expected else 'few'}: add the FP8 weights and both KV caches, "
+              f"divide by {GPU_USABLE_FRACTION:g} x 80 GiB (an \"80 GB\" card holds 80 x 2^30 bytes) and round up.")
 
 
 def check_00_practitioner(batch_equal_to_weights) -> Result:

@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import math
 
-from ..units import GB
+from ..memory import GPU_USABLE_FRACTION
+from ..units import GB, GiB
 from .checking import Result, fail, grok_plan, not_attempted, number, passed, skipped
 
 
-STARTER_03 = dict(gpus=4, card_bytes=80 * GB, context_tokens=131072, precisions=("bf16", "fp8", "int8", "nf4"))
+# An "80 GB" H100 holds 80 GiB (helpers.accelerators). Two full conversations, so that the KV cache decides: FP8
+# weights fit 4 x H100 alone, not with two 131072-token caches.
+STARTER_03 = dict(gpus=4, card_bytes=80 * GiB, context_tokens=131072, conversations=2,
+                  precisions=("bf16", "fp8", "int8", "nf4"))
 
 
 def check_03_starter(precisions_that_fit) -> Result:
-    """The precisions at which Grok 2.5 and one 131072-token conversation fit on 4 x H100 80 GB, 10% of each kept free."""
+    """The precisions at which Grok 2.5 and two 131072-token conversations fit on 4 x H100 80 GB, the planner's share
+    of each (GPU_USABLE_FRACTION) usable."""
     ex = "03 starter"
     if precisions_that_fit is None:
         return not_attempted(ex, "Set `precisions_that_fit` to the list of precisions among 'bf16', 'fp8', 'int8', "
-                                  "'nf4' whose weights + KV cache of 131072 tokens fit in 4 x 90% of 80 GB.")
+                                  f"'nf4' whose weights + the KV cache of two 131072-token conversations fit in 4 x "
+                                  f"{GPU_USABLE_FRACTION:.0%} "
+                                  "of 80 GiB (80 * GiB bytes).")
     if isinstance(precisions_that_fit, str) or not hasattr(precisions_that_fit, "__iter__"):
         fail(ex, f"`precisions_that_fit` should be a list of names such as ['nf4'], got "
                   f"{type(precisions_that_fit).__name__} {precisions_that_fit!r}.")
@@ -27,22 +34,24 @@ def check_03_starter(precisions_that_fit) -> Result:
         fail(ex, f"unknown precision(s) {sorted(unknown)}: choose among {', '.join(STARTER_03['precisions'])}.")
     grok = grok_plan()
     gpus, card, tokens = STARTER_03["gpus"], STARTER_03["card_bytes"], STARTER_03["context_tokens"]
-    margins = {p: grok.margin_bytes(card, gpus, p, tokens) for p in STARTER_03["precisions"]}
+    batch = STARTER_03["conversations"]
+    margins = {p: grok.margin_bytes(card, gpus, p, tokens, batch=batch) for p in STARTER_03["precisions"]}
     expected = {p for p, margin in margins.items() if margin >= 0}
     if answer == expected:
         shown = ", ".join(f"{p} {margins[p] / GB:+,.1f} GB" for p in STARTER_03["precisions"])
-        return passed(ex, f"{sorted(answer)}. Margins on 4 x H100 with a 131072-token cache: {shown}.")
-    cache = grok.kv_cache_bytes(tokens)
-    weights_only = {p for p in STARTER_03["precisions"] if grok.weight_bytes(p) <= 0.9 * gpus * card}
+        return passed(ex, f"{sorted(answer)}. Margins on 4 x H100 with two 131072-token caches: {shown}.")
+    cache, usable = grok.kv_cache_bytes(tokens, batch=batch), GPU_USABLE_FRACTION * gpus * card
+    weights_only = {p for p in STARTER_03["precisions"] if grok.weight_bytes(p) <= usable}
     if answer == weights_only:
-        fail(ex, f"those weights fit alone, but one 131072-token conversation adds {cache / GB:,.1f} GB of KV cache: "
+        fail(ex, f"those weights fit alone, but two 131072-token conversations add {cache / GB:,.1f} GB of KV cache: "
                   "count it too.")
     extra, missing = sorted(answer - expected), sorted(expected - answer)
     if extra:
         p = extra[0]
         fail(ex, f"{p} does not fit: {grok.weight_bytes(p) / GB:,.1f} GB of weights + {cache / GB:,.1f} GB of KV "
-                  f"cache > {0.9 * gpus * card / GB:.0f} GB usable.")
-    fail(ex, f"{missing[0]} fits too: compare each precision's weights + KV cache with 4 x 90% of 80 GB.")
+                  f"cache > {usable / GB:.0f} GB usable.")
+    fail(ex, f"{missing[0]} fits too: compare each precision's weights + KV cache with 4 x {GPU_USABLE_FRACTION:.0%} of "
+              "80 GB.")
 
 
 def check_03_practitioner(experts_kept) -> Result:

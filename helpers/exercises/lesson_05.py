@@ -39,13 +39,13 @@ def _same_answer(given: str, reference: str) -> bool:
     return bool(given.strip()) and (reference.startswith(given) or given.startswith(reference))
 
 
-def check_05_practitioner(my_answer_before, my_answer_after, merged=None, base=None, tokenizer=None,
+def check_05_practitioner(my_answer_before, my_answer_after, merged=None, fresh_base=None, tokenizer=None,
                           question=None) -> Result:
     """The base model's and the fine-tuned model's greedy answers to the same question of the learner's: both
-    re-generated here from `base` and `merged` and compared with the texts given."""
+    re-generated here from `fresh_base` and `merged` and compared with the texts given."""
     ex = "05 practitioner"
     if my_answer_before is None or my_answer_after is None:
-        return not_attempted(ex, "Set `base` (a freshly loaded base model), then `my_answer_before` (its answer) and "
+        return not_attempted(ex, "Set `fresh_base` (a freshly loaded base model), then `my_answer_before` (its answer) and "
                                   "`my_answer_after` (the merged model's) to the text of their greedy answers.")
     for name, value in (("my_answer_before", my_answer_before), ("my_answer_after", my_answer_after)):
         if not isinstance(value, str):
@@ -53,19 +53,19 @@ def check_05_practitioner(my_answer_before, my_answer_after, merged=None, base=N
                       f"{type(value).__name__}.")
     if not my_answer_after.strip():
         fail(ex, "the fine-tuned model's answer is empty.")
-    if merged is None or base is None or tokenizer is None:
-        fail(ex, "pass the models and the question too: check_05_practitioner(before, after, merged, base, "
+    if merged is None or fresh_base is None or tokenizer is None:
+        fail(ex, "pass the models and the question too: check_05_practitioner(before, after, merged, fresh_base, "
                   "tokenizer, my_question).")
-    if base is merged:
-        fail(ex, "`base` is the merged model itself: load the untouched base with helpers.load_model().")
+    if fresh_base is merged:
+        fail(ex, "`fresh_base` is the merged model itself: load the untouched base with helpers.load_model().")
     if (not isinstance(question, list) or not question or not all(isinstance(m, dict) for m in question)
             or not any(m.get("role") == "user" and str(m.get("content", "")).strip() for m in question)):
         fail(ex, "`my_question` should be a list of messages with a non-empty user message, e.g. "
                   "[{'role': 'user', 'content': 'Combien de couches a Grok 2.5 ?'}].")
-    want_before, want_after = _greedy(base, tokenizer, question), _greedy(merged, tokenizer, question)
+    want_before, want_after = _greedy(fresh_base, tokenizer, question), _greedy(merged, tokenizer, question)
     if want_before == want_after:
-        fail(ex, f"the base and the merged model give the same answer ({want_after[:60]!r}): is `base` freshly loaded "
-                  "(helpers.load_model()), and did the training of section 7 run?")
+        fail(ex, f"the base and the merged model give the same answer ({want_after[:60]!r}): is `fresh_base` freshly loaded "
+                  "(helpers.load_model()), and did the training of section 6 run?")
     if _same_answer(my_answer_before, want_after) and _same_answer(my_answer_after, want_before):
         fail(ex, "the two answers are swapped: `my_answer_before` is the base model's, `my_answer_after` the merged one's.")
     if not _same_answer(my_answer_after, want_after):

@@ -21,8 +21,8 @@ Answer metrics (token F1, exact match, answer loss) live in `helpers.evaluation`
 
 from __future__ import annotations
 
+from ..batches import IGNORE_INDEX
 from ..evaluation import (
-    IGNORE_INDEX,
     AnswerReport,
     answer_loss,
     evaluate_answers,
@@ -64,7 +64,7 @@ from .data import (
     validate_chat_rows,
 )
 from .launch import launch_command, rehearse_on_cpu
-from .plans import GPU_KINDS, USABLE_FRACTION, LoraPlan, plan_lora
+from .plans import GPU_KINDS, LoraPlan, plan_lora
 from .training import (
     TrainResult,
     TrainSettings,
@@ -95,5 +95,5 @@ __all__ = [
     "TrainSettings", "TrainResult", "make_optimizer", "answer_loss", "summed_label_loss", "CHECKPOINT_FORMAT",
     "list_checkpoints", "set_aside_run", "memory_snapshot", "describe_memory", "train", "throughput",
     "normalize_answer", "token_f1", "exact_match", "AnswerReport", "evaluate_answers", "GPU_KINDS",
-    "USABLE_FRACTION", "LoraPlan", "plan_lora", "launch_command", "rehearse_on_cpu", "LossCurve",
+    "LoraPlan", "plan_lora", "launch_command", "rehearse_on_cpu", "LossCurve",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CourseError
-from ..evaluation import IGNORE_INDEX, collate
+from ..batches import IGNORE_INDEX, collate
 from ..units import MB, format_bytes
 
 CHAT_ROLES = ("system", "user", "assistant")
@@ -51,6 +51,33 @@ class DataError(CourseError):
         super().__init__(f"{total} problem(s) in {source}; nothing was loaded:\n{shown}", fix)
 
 
+def _lone_surrogate(text: str) -> str:
+    """What keeps `text` from being Unicode text, in words ("" when it is text). A JSON line may escape half of a UTF-16
+    surrogate pair alone ("\\ud800"): Python keeps it, but it is no character, cannot be written as UTF-8, and the
+    tokenizer fails on it with a TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (f"a lone surrogate (\\u{ord(text[error.start]):04x} at character {error.start}), half of a UTF-16 pair "
+                "without its other half, which is not text: write the character itself, or both halves of its pair")
+    return ""
+
+
+def _role(role) -> str:
+    """The role as a problem names it: quoted unless it is plain text (a lone surrogate must not reach the message)."""
+    return role if isinstance(role, str) and not _lone_surrogate(role) else repr(role)
+
+
+def _content_problem(where: str, role, content) -> str:
+    role = _role(role)
+    if not isinstance(content, str) or not content.strip():
+        return f'{where} ({role}) has no text in "content"'
+    if any(token in content for token in CONTROL_TOKENS):
+        return f"{where} ({role}) contains a control token as text (the model would stop there)"
+    not_text = _lone_surrogate(content)
+    return f'{where} ({role}) holds in "content" {not_text}' if not_text else ""
+
+
 def _message_problems(messages) -> list[str]:
     if not isinstance(messages, list) or not messages:
         return ['"messages" must be a non-empty list']
@@ -64,10 +91,9 @@ def _message_problems(messages) -> list[str]:
         role, content = message.get("role"), message.get("content")
         if role not in CHAT_ROLES:
             found.append(f"{where} has role {role!r}; use one of {', '.join(CHAT_ROLES)}")
-        if not isinstance(content, str) or not content.strip():
-            found.append(f'{where} ({role}) has no text in "content"')
-        elif any(token in content for token in CONTROL_TOKENS):
-            found.append(f"{where} ({role}) contains a control token as text (the model would stop there)")
+        problem = _content_problem(where, role, content)
+        if problem:
+            found.append(problem)
         unknown = set(message) - {"role", "content"}
         if unknown:
             found.append(f"{where} has unknown key(s) {sorted(unknown)}")
@@ -266,7 +292,17 @@ def encode_conversation(tokenizer, messages: list[dict], row: int = 0) -> Exampl
 
 
 def encode_dataset(tokenizer, conversations: list[list[dict]], max_len: int) -> list[Example]:
-    """Encode every conversation; refuse (listing rows) any longer than `max_len` tokens instead of cutting it."""
+    """Encode every conversation; refuse (listing rows) any longer than `max_len` tokens instead of cutting it.
+
+    Rows that did not come through `load_chat_jsonl` / `validate_chat_rows` are checked for text first: a lone
+    surrogate would stop the tokenizer with a TypeError naming no row."""
+    not_text = [f"line {row}: message {index} ({_role(message.get('role'))}) holds in \"content\" {problem}"
+                for row, conversation in enumerate(conversations, start=1)
+                for index, message in enumerate(conversation)
+                if isinstance(message, dict) and isinstance(message.get("content"), str)
+                and (problem := _lone_surrogate(message["content"]))]
+    if not_text:
+        raise DataError("the conversations given to encode_dataset", not_text)
     examples = [encode_conversation(tokenizer, c, row=i) for i, c in enumerate(conversations, start=1)]
     too_long = [f"line {e.row}: {len(e.input_ids)} tokens" for e in examples if len(e.input_ids) > max_len]
     if too_long:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..accelerators import ACCELERATORS
-from ..units import GB
+from ..memory import GPU_USABLE_FRACTION
+from ..units import GB, GiB
 from .adapters import LoraSettings, find_lora_targets
 
 # The GPUs a LoRA run on Grok 2 is planned for, grouped by memory size: "A100 / H100 80GB" is one row because the
@@ -28,12 +29,11 @@ def _gpu_kinds(names: Sequence[str]) -> dict[str, float]:
     for name in names:
         accelerator = ACCELERATORS[name]
         by_memory.setdefault(accelerator.memory_bytes, []).append(accelerator.name.split()[0])
-    return {f"{' / '.join(dict.fromkeys(models))} {memory / GB:.0f}GB": memory
+    return {f"{' / '.join(dict.fromkeys(models))} {memory / GiB:.0f}GB": memory  # the name it is sold by (GiB)
             for memory, models in sorted(by_memory.items())}
 
 
-GPU_KINDS: dict[str, float] = _gpu_kinds(PLANNED_GPUS)  # memory per GPU, as sold (decimal GB)
-USABLE_FRACTION = 0.9  # the rest: CUDA context, allocator fragmentation, NCCL buffers
+GPU_KINDS: dict[str, float] = _gpu_kinds(PLANNED_GPUS)  # memory per GPU in bytes (its "GB" as sold are GiB)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class LoraPlan:
             for n in counts:
                 need = self.per_gpu_bytes(n, strategy)
                 rows.append({"gpus": f"{n} x {kind}", "count": n, "per_gpu_GB": round(need / GB, 1),
-                             "fits": need <= USABLE_FRACTION * memory})
+                             "fits": need <= GPU_USABLE_FRACTION * memory})
         return rows
 
     def smallest_sets(self, strategy: str = "fsdp") -> list[str]:
@@ -137,4 +137,4 @@ def plan_lora(config, settings: LoraSettings = LoraSettings(), *, precision: str
         batch_size=batch_size, seq_len=seq_len, gradient_checkpointing=gradient_checkpointing)
 
 
-__all__ = ["PLANNED_GPUS", "GPU_KINDS", "USABLE_FRACTION", "LoraPlan", "plan_lora"]
+__all__ = ["PLANNED_GPUS", "GPU_KINDS", "LoraPlan", "plan_lora"]

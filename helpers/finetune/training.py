@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from ..batches import collate
 from ..errors import CourseError
-from ..evaluation import answer_loss, collate, summed_label_loss
+from ..evaluation import answer_loss, summed_label_loss
 from ..units import format_bytes
 from .checkpoints import CHECKPOINT_FORMAT, load_checkpoint, recover_checkpoints, resume_point, save_checkpoint
 from .data import Example, micro_batch_indices
