@@ -30,6 +30,7 @@ def _adopt_orphans() -> bool:
 
 def pytest_configure(config):
     _adopt_orphans()
+    _share_the_machine_between_workers()
 
 
 def pytest_collection_modifyitems(items):
@@ -39,6 +40,67 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if hasattr(item, "output_timeout"):
             item.output_timeout = 120
+    if _xdist_worker():
+        # The parallel run hands out work in this order (below): the notebooks, one long in-order unit, start at
+        # once; then the test files that take longest, so that none of them is left to run alone at the end.
+        def rank(item):
+            if item.path.suffix == ".ipynb":
+                return 0
+            name = item.path.name
+            return 1 + SLOWEST_TEST_FILES.index(name) if name in SLOWEST_TEST_FILES else len(SLOWEST_TEST_FILES) + 1
+
+        items.sort(key=rank)  # stable: each file keeps its own order
+
+
+# Measured on 2 cores (`--durations`); a stale entry only costs time, never correctness.
+SLOWEST_TEST_FILES = ("test_gpu_check_tools.py", "test_finetune.py", "test_serve.py", "test_browser.py",
+                      "test_tensor_parallel.py", "test_serve_bad_input.py", "test_download.py", "test_gguf.py",
+                      "test_fast_generation.py", "test_tiny_model.py", "test_no_leftover_processes.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """How `pytest -n N` (what course.sh runs) shares the work: every notebook goes to ONE worker, in order, because
+    later lessons use what earlier ones saved (lesson 06 serves lesson 05's adapter) and a notebook's cells share one
+    kernel; every test file is one unit, so its module-scoped fixtures (a trained model, a running server) are built
+    once, not once per worker. The largest unit (the notebooks) starts first; the others go to whichever worker is
+    free. (pytest-xdist's own `--dist loadgroup` would do this with markers, but its 3.8 release cannot rename items
+    under pytest 9, so the groups are drawn here, from the item ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebooksInOrderTestFilesAnywhere(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "notebooks" if path.endswith(".ipynb") else path
+
+    config.option.loadscopereorder = False  # keep the order the workers collected (pytest_collection_modifyitems)
+    return NotebooksInOrderTestFilesAnywhere(config, log)
+
+
+def _xdist_worker() -> str | None:
+    """gw0, gw1, ... inside a pytest-xdist worker, else None."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _share_the_machine_between_workers():
+    """Each parallel worker gets its own scratch workspace (two workers must not take each other's lesson lock or
+    folders) and its share of the cores: two workers running 2-thread PyTorch on 2 cores spin-wait for each other."""
+    worker = _xdist_worker()
+    if worker is None:
+        return
+    base = os.environ.get("GROK2_COURSE_WORKSPACE")
+    if base:
+        os.environ["GROK2_COURSE_WORKSPACE"] = os.path.join(base, worker)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    threads = str(max(1, cores // max(1, workers)))
+    # Read by PyTorch when it is first imported here (tests/conftest.py, after this hook), and inherited by every
+    # process a test starts: notebook kernels, servers, torchrun ranks.
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
 
 
 def _live_descendants():
@@ -73,6 +135,16 @@ def _reap_adopted_zombies():
             return
 
 
+_REPORTED_BY_WORKERS: list[str] = []  # leftovers that parallel workers found in their own trees (pytest-xdist)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist, in the controller: a worker has finished; collect the leftovers it found (a worker's own exit
+    status does not decide the run's, so it sends them here instead)."""
+    _REPORTED_BY_WORKERS.extend(getattr(node, "workeroutput", {}).get("grok2_leftover_processes", []))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     _reap_adopted_zombies()
@@ -81,16 +153,23 @@ def pytest_sessionfinish(session, exitstatus):
     while leftovers and time.monotonic() < deadline:
         time.sleep(0.5)
         leftovers = _live_descendants()
-    if not leftovers:
-        return
-    lines = "\n".join("  " + _describe(p) for p in leftovers)
+    found = [_describe(p) for p in leftovers]
     for process in leftovers:  # do not leave them running after reporting them
         try:
             process.kill()
         except Exception:
             pass
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # a pytest-xdist worker: the controller reports and fails the run
+        worker_output["grok2_leftover_processes"] = found
+        return
+    found += _REPORTED_BY_WORKERS
+    if not found:
+        return
+    lines = "\n".join("  " + line for line in found)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    message = f"This test run left {len(leftovers)} process(es) running (now killed); a test did not end what it started:\n{lines}"
+    message = (f"This test run left {len(found)} process(es) running (now killed); a test did not end what it "
+               f"started:\n{lines}")
     if reporter is not None:
         reporter.write_line(message, red=True)
     else:

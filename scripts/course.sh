@@ -212,9 +212,15 @@ run_tests() {
     else
         echo "No notebooks yet: running the tests only."
     fi
-    say "Running the tests and executing every notebook (profile tiny, offline)"
+    # In parallel, one worker per core (at most 4): the notebooks run in order on one worker, each test file on
+    # whichever worker is free (conftest.py). GROK2_COURSE_TEST_WORKERS=0 runs everything in this one process.
+    local workers="${GROK2_COURSE_TEST_WORKERS:-$("$PY" -c 'import os; n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(); print(min(4, n or 1) if (n or 1) > 1 else 0)')}"
+    local parallel=()
+    [ "$workers" -gt 0 ] && parallel=(-n "$workers")
+    say "Running the tests and executing every notebook (profile tiny, offline, ${workers} parallel workers)"
     local start=$SECONDS rc=0
-    "$PY" -m pytest "${targets[@]}" --nbval-lax --nbval-current-env -p no:cacheprovider --durations=10 "$@" || rc=$?
+    "$PY" -m pytest "${targets[@]}" ${parallel[@]+"${parallel[@]}"} --nbval-lax --nbval-current-env -p no:cacheprovider \
+        --durations=10 "$@" || rc=$?
     echo "pytest finished in $((SECONDS - start)) s with exit code $rc."
     if [ "$rc" -eq 5 ]; then
         die "pytest collected no tests at all (exit code 5). Something is wrong with tests/ or the options given; this is a failure, not a pass."

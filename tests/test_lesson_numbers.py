@@ -159,3 +159,21 @@ def test_no_code_cell_types_a_number_the_planner_computes(path, figures):
     problems = typed_copies(path, "code", figures)
     assert not problems, ("compute these in the cell (helpers.plan_profile('grok-2')) instead of typing them in a comment "
                           "or a string:\n" + "\n".join(problems))
+
+
+def test_the_readme_quotes_the_planner_as_it_computes_now(grok2_plan):
+    """The README cannot print from code, so its figures for Grok 2.5 are checked against the planner here: when the
+    planner's arithmetic changes, this names the sentence to update."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    grok = grok2_plan
+    expected = {
+        "total parameters": f"{grok.total_params / 1e9:.1f}B",
+        "active parameters": f"{grok.active_params / 1e9:.1f}B",
+        "active parameters without the embedding table": f"{(grok.active_params - grok.embedding_params) / 1e9:.1f}B",
+        "bf16 weights": f"{grok.weight_bytes('bf16') / GB:.0f} GB",
+        "bf16 weights in GiB": f"{grok.weight_bytes('bf16') / GiB:.0f} GiB",
+        "FP8 weights": f"≈{grok.weight_bytes('fp8') / GB:.0f} GB",
+        "4-bit weights": f"≈{grok.weight_bytes('nf4') / GB:.0f} GB",
+    }
+    stale = {what: text for what, text in expected.items() if text not in readme}
+    assert not stale, f"README.md no longer quotes the planner's figures (update these): {stale}"
