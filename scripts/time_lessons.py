@@ -129,6 +129,11 @@ def merge(previous: dict | None, record: dict, order: list[str]) -> dict:
     return merged
 
 
+def _other_day(row: dict, record: dict) -> bool:
+    """A row measured on another day than the record (--only replaced some rows): the table says when."""
+    return row.get("date", record["date"])[:10] != record["date"][:10]
+
+
 def markdown(record: dict) -> str:
     m = record["machine"]
     lines = [f"# Lesson timings: {record['label']} (profile {record['profile']})", "",
@@ -141,13 +146,13 @@ def markdown(record: dict) -> str:
              f"- versions: Python {m['python']}, torch {m.get('torch')}, transformers {m.get('transformers')}, "
              f"peft {m.get('peft')}, bitsandbytes {m.get('bitsandbytes')}",
              f"- date: {record['date']}"
-             + (" (rows measured at other dates say so)" if any(r.get("date", record["date"]) != record["date"]
-                                                               for r in record["runs"]) else ""), "",
+             + (" (rows measured on other days say so)" if any(_other_day(r, record) for r in record["runs"]) else ""),
+             "",
              "| notebook | minutes | seconds | code cells | slowest cells (index: s) |", "|---|---|---|---|---|"]
     for row in record["runs"]:
         slow = ", ".join(f"{c['cell']}: {c['seconds']}" for c in row["slowest_cells"])
         status = f" **failed: {row['error']}**" if row["error"] else ""
-        if row.get("date", record["date"]) != record["date"]:
+        if _other_day(row, record):
             status += f" (measured {row['date']})"
         lines.append(f"| `{row['notebook']}`{status} | {row['seconds'] / 60:.1f} | {row['seconds']} | "
                      f"{row['code_cells']} | {slow} |")

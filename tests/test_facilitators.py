@@ -103,3 +103,17 @@ def test_a_partial_measurement_replaces_its_rows_and_keeps_the_others(repo_scrip
     elsewhere = dict(new, machine={"cpu": "another CPU", "cores": 8})
     with pytest.raises(SystemExit, match="measured on another machine"):
         time_lessons.merge(old, elsewhere, [])
+
+
+def test_the_readme_course_map_quotes_the_recorded_cpu_times():
+    """The README's course map has a CPU column too: the same recorded seconds, or 'not measured yet'."""
+    recorded = json.loads((RESULTS / "lesson-timings-tiny-cpu.json").read_text())
+    by_lesson = {run["notebook"]: run["seconds"] for run in recorded["runs"]}
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for stem in LESSONS:
+        match = re.search(rf"^\| \[`{stem}`\]\(notebooks/{stem}\.ipynb\) \|.*\| ([^|]+?) \|$", readme, re.M)
+        assert match, f"README.md's course map has no row for {stem}"
+        if f"notebooks/{stem}.ipynb" not in by_lesson:
+            assert match[1].startswith("not measured yet"), f"{stem}: no recorded run, the README says {match[1]!r}"
+        else:
+            assert round(by_lesson[f"notebooks/{stem}.ipynb"]) == seconds(match[1]), f"{stem}: README says {match[1]}"
