@@ -200,6 +200,9 @@ run_tests() {
     ensure_chromium
     cd "$ROOT"
     ensure_engines
+    # torch.compile's generated kernels (tests/test_fast_generation.py) are kept with the course's other caches
+    # outside the clone (helpers.engine_sources.cache_dir): a warm machine does not compile them again.
+    export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${GROK2_COURSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/grok2-course}/torchinductor}"
     # Every test and notebook runs on the tiny profile, offline: nothing touches the network.
     export GROK2_COURSE_PROFILE=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 MPLBACKEND=Agg
     if [ -z "${GROK2_COURSE_WORKSPACE:-}" ]; then

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("parallel", [[], ["-n", "2"]], ids=["serial", "two-workers"])
+@pytest.mark.parametrize("parallel", [[], ["-p", "xdist.plugin", "-n", "2"]], ids=["serial", "two-workers"])
 def test_a_run_that_leaves_a_process_behind_fails_and_names_it(tmp_path, parallel):
     """Two ways to leave a process behind: a child the test forgets, and an orphan whose parent exited first (as git
     does when a killed `pull` leaves it). The suite adopts orphans (PR_SET_CHILD_SUBREAPER), so the guard sees both.
@@ -29,7 +29,9 @@ def test_a_run_that_leaves_a_process_behind_fails_and_names_it(tmp_path, paralle
         "    # the middle process starts `sleep 41` in its own session and exits at once: a classic double fork\n"
         "    subprocess.run([sys.executable, '-c', \"import subprocess; "
         "subprocess.Popen(['sleep', '41'], start_new_session=True)\"], check=True)\n")
-    env = {**os.environ, "GROK2_COURSE_LEFTOVER_GRACE_S": "0.5"}
+    # Only the plugins this needs (PYTEST_DISABLE_PLUGIN_AUTOLOAD): the guard is conftest.py, and each plugin the
+    # environment holds (nbval and its Jupyter stack) would cost every worker seconds of imports.
+    env = {**os.environ, "GROK2_COURSE_LEFTOVER_GRACE_S": "0.5", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *parallel, str(tmp_path)],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stdout
