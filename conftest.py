@@ -84,13 +84,14 @@ def _xdist_worker() -> str | None:
 
 def _share_the_machine_between_workers():
     """Each parallel worker gets its own scratch workspace (two workers must not take each other's lesson lock or
-    folders) and its share of the cores: two workers running 2-thread PyTorch on 2 cores spin-wait for each other."""
+    folders) and its share of the cores: two workers running 2-thread PyTorch on 2 cores spin-wait for each other.
+    The workspaces are subfolders of $GROK2_COURSE_WORKSPACE, or of workspace/test-run (what course.sh uses), never the
+    learner's own workspace/."""
     worker = _xdist_worker()
     if worker is None:
         return
-    base = os.environ.get("GROK2_COURSE_WORKSPACE")
-    if base:
-        os.environ["GROK2_COURSE_WORKSPACE"] = os.path.join(base, worker)
+    base = os.environ.get("GROK2_COURSE_WORKSPACE") or os.path.join(os.path.dirname(__file__), "workspace", "test-run")
+    os.environ["GROK2_COURSE_WORKSPACE"] = os.path.join(base, worker)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     try:
         cores = len(os.sched_getaffinity(0))

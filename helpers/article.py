@@ -28,7 +28,10 @@ from .paths import GROK2_RELEASED_CONFIG, TINY_MODEL_DIR
 from .tables import markdown_table
 from .units import GB
 
-ARTICLE_VRAM_BYTES = 24 * GB  # the article's "au moins 24 Go de VRAM" (its figure, quoted, not the course's)
+# The article's "au moins 24 Go de VRAM (type NVIDIA RTX 3090 ...)": the card it names, whose "24 GB" are 24 GiB as
+# sold (helpers.accelerators), so every ratio to it compares with the memory the reader really has.
+ARTICLE_CARD = ACCELERATORS["RTX 3090"]
+ARTICLE_VRAM_BYTES = ARTICLE_CARD.memory_bytes
 
 # The article's code as published (its two lines of setup, then the six that load and generate).
 ARTICLE_CODE: tuple[str, ...] = (
@@ -204,8 +207,9 @@ def claims() -> list[Claim]:
               f"the course's loader: {nf4 / GB:,.1f} GB of weights (planner)", "00, 02, 03"),
         Claim("un GPU avec au moins 24 Go de VRAM (type NVIDIA RTX 3090, A6000 ou supérieur)",
               "a GPU with at least 24 GB of VRAM", FALSE,
-              f"even 4-bit weights are {nf4 / GB:,.1f} GB, {nf4 / ARTICLE_VRAM_BYTES:.1f} times 24 GB; the planner "
-              f"asks for {article_cards} such cards with an 8K-token KV cache", "00, section 4; 03, section 8"),
+              f"even 4-bit weights are {nf4 / GB:,.1f} GB, {nf4 / ARTICLE_VRAM_BYTES:.1f} times the 24 GB of the "
+              f"{ARTICLE_CARD.name} it names ({ARTICLE_VRAM_BYTES / GB:,.1f} GB); the planner asks for {article_cards} "
+              "such cards with an 8K-token KV cache", "00, section 4; 03, section 8"),
         Claim("exécuter le modèle en mode distribué via DeepSpeed", "run it distributed with DeepSpeed", FALSE,
               DEEPSPEED_SOURCE, "-"),
         Claim("[...] ou Accelerate", "... or Accelerate", PARTLY,

@@ -40,7 +40,6 @@ from .chat_text import (  # noqa: F401 - the text side, re-exported: `from helpe
     IncrementalDecoder,
     TokenPiece,
     VisibleText,
-    control_strings,
     encode,
     finish_completion,
     render,

@@ -115,11 +115,6 @@ def added_tokens(tokenizer) -> dict[int, str]:
     return {i: text for i, text in found.items() if text}
 
 
-def control_strings(tokenizer) -> list[str]:
-    """The text of every added token, special or not (Grok 2: <|pad|>, <|separator|>, <|eos|>), longest first."""
-    return sorted(set(added_tokens(tokenizer).values()), key=len, reverse=True)
-
-
 def encode(tokenizer, conversation: list[dict] | str) -> list[int]:
     """The token ids the model receives for `conversation` (no BOS is added: Grok 2 has none).
 
@@ -172,13 +167,31 @@ def plain_text_ids(tokenizer, text: str, added_ids: set[int] | None = None) -> l
     return ids
 
 
+# Private-use characters, which no tokenizer or template gives a meaning: the BMP's, then planes 15 and 16's.
+PRIVATE_USE = (range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
+
+
+def _unused_character(text: str) -> str:
+    """A private-use character that `text` does not contain. The text's characters are collected once (one pass, in
+    C), and each candidate is then a set lookup; a text that holds all of them (137,000+ characters) is refused."""
+    present = set(text)
+    for block in PRIVATE_USE:
+        for code in block:
+            if chr(code) not in present:
+                return chr(code)
+    raise CourseError("The messages contain every Unicode private-use character as well as the text of a control "
+                      "token (such as <|separator|>), so the control-token text cannot be told apart from the chat "
+                      "template's own.", "Remove the private-use characters (U+E000-U+F8FF, U+F0000-U+10FFFD) or "
+                      "the control-token text from the messages.")
+
+
 def _injected_control_spans(tokenizer, conversation: list[dict], text: str, controls: list[str]):
     """Where in the rendered `text` control-token text came from message contents, not from the template.
 
     The conversation is rendered a second time with each such text in the contents replaced by as many copies of a
     character found nowhere else; the template places contents without changing their length, so those characters
     mark the spans exactly. A template that rewrites contents otherwise cannot be read this way: refused."""
-    marker = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in text)
+    marker = _unused_character(text)
     pattern = re.compile("|".join(re.escape(c) for c in controls))
     masked = [{**m, "content": pattern.sub(lambda found: marker * len(found.group()), str(m.get("content") or ""))}
               for m in conversation]

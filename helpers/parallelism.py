@@ -37,6 +37,7 @@ from .grok2.tensor_parallel import (
     rank_shard,
     slice_count,
 )
+from .grok2.tensor_parallel_plan import name_files, pull_fix
 
 # Logits of the tensor-parallel run and of one process agree to this (absolute; Grok caps logits at +-50):
 # - the split changes only the order of float32 additions (partial sums joined by all-reduce), which moves a result by
@@ -162,10 +163,8 @@ def _refuse_lfs_pointers(checkpoint: Path) -> None:
     pointers = [path.name for path in sorted(checkpoint.glob("pytorch_model-*-TP-*.safetensors"))
                 if read_pointer(path)]
     if pointers:
-        shown = ", ".join(pointers[:6]) + (f" and {len(pointers) - 6} more" if len(pointers) > 6 else "")
-        include = ",".join(pointers) if len(pointers) <= 6 else "pytorch_model-*-TP-*.safetensors"
-        raise CourseError(f"{len(pointers)} file(s) in {checkpoint} are still Git LFS pointers, not weights: {shown}.",
-                          f"pull them in that folder: git lfs pull --include '{include}' (lesson 01).")
+        raise CourseError(f"{len(pointers)} file(s) in {checkpoint} are still Git LFS pointers, not weights: "
+                          f"{name_files(pointers)}.", pull_fix(pointers))
 
 
 def _our_worker(pid: int, output: Path) -> bool:

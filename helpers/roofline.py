@@ -39,9 +39,9 @@ class Ceilings:
     matmul_dtype: str
 
 
-def _timed(function, device: torch.device, repeats: int) -> float:
-    """Median seconds of `function()` after two warm-up runs (CUDA events on a GPU, a wall clock elsewhere)."""
-    for _ in range(2):
+def _timed(function, device: torch.device, repeats: int, warmups: int = 2) -> float:
+    """Median seconds of `function()` after `warmups` warm-up runs (CUDA events on a GPU, a wall clock elsewhere)."""
+    for _ in range(warmups):
         function()
     times = []
     for _ in range(repeats):
@@ -59,15 +59,34 @@ def _timed(function, device: torch.device, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure_copy_bandwidth(device: str | torch.device, size_bytes: int | None = None, repeats: int = 10) -> float:
-    """Bytes per second moved by `dst.copy_(src)`, counting each byte read and each byte written.
+COPY_FILLS = ("random", "constant")
 
-    The buffers are far larger than any cache (1 GiB each on a GPU, 256 MiB on a CPU) and hold random data."""
+
+def measure_copy_bandwidth(device: str | torch.device, size_bytes: int | None = None, repeats: int = 10, *,
+                           free_bytes: float | None = None, fill: str = "random", warmups: int = 2) -> float:
+    """Bytes per second moved by `dst.copy_(src)`, counting each byte read and each byte written: the median of
+    `repeats` copies after `warmups` untimed ones (the first touches every page of the target).
+
+    The buffers are far larger than any cache (1 GiB each on a GPU, 256 MiB on a CPU; `size_bytes` sets another size).
+    `free_bytes`: the memory free on the device; each buffer is then at most an eighth of it (and at least 1 MiB), so
+    the probe leaves the rest free. `fill`: "random" data, or a "constant" (a copy's speed does not depend on the
+    values, and drawing a GiB of random numbers on a CPU takes seconds)."""
+    if fill not in COPY_FILLS:
+        raise ValueError(f"fill must be one of {COPY_FILLS}, not {fill!r}")
+    for name, value in (("repeats", repeats), ("warmups", warmups)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000 or (name == "repeats"
+                                                                                              and value == 0):
+            raise ValueError(f"{name} must be a whole number from {int(name == 'repeats')} to 1000, not {value!r}")
     device = torch.device(device)
-    size_bytes = size_bytes or (2**30 if device.type == "cuda" else 2**28)
-    src = torch.randint(0, 255, (size_bytes,), dtype=torch.uint8, device=device)
+    size_bytes = int(size_bytes or (2**30 if device.type == "cuda" else 2**28))
+    if free_bytes is not None:
+        size_bytes = int(max(2**20, min(size_bytes, free_bytes // 8)))
+    if fill == "random":
+        src = torch.randint(0, 255, (size_bytes,), dtype=torch.uint8, device=device)
+    else:
+        src = torch.full((size_bytes,), 1, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    seconds = _timed(lambda: dst.copy_(src), device, repeats)
+    seconds = _timed(lambda: dst.copy_(src), device, repeats, warmups)
     return 2 * size_bytes / seconds
 
 
@@ -183,5 +202,5 @@ def roofline_tokens_per_s(step: StepBytes, batch: int, copy_bytes_per_s: float) 
     return batch * copy_bytes_per_s / step.total
 
 
-__all__ = ["Ceilings", "StepBytes", "measure_copy_bandwidth", "measure_matmul_rate", "measure_ceilings",
+__all__ = ["Ceilings", "StepBytes", "COPY_FILLS", "measure_copy_bandwidth", "measure_matmul_rate", "measure_ceilings",
            "kv_bytes_per_token", "decode_step_bytes", "count_active_experts", "roofline_tokens_per_s", "machine_info"]

@@ -35,6 +35,12 @@ def test_every_claim_has_a_verdict_evidence_and_the_planners_figures():
         assert text[named].verdict == article.FALSE, named
     nf4 = helpers.plan_profile("grok-2").weight_bytes("nf4")
     assert f"{nf4 / GB:,.1f} GB" in text["a GPU with at least 24 GB of VRAM"].evidence  # computed, not typed
+    # the card the article names holds 24 GiB as sold (helpers.accelerators): the ratio is to that, not to 24e9 bytes
+    rtx_3090 = article.ACCELERATORS["RTX 3090"]
+    assert article.ARTICLE_VRAM_BYTES == rtx_3090.memory_bytes == 24 * 2**30
+    assert f"{nf4 / rtx_3090.memory_bytes:.1f} times the 24 GB of the {rtx_3090.name}" in text[
+        "a GPU with at least 24 GB of VRAM"].evidence
+    assert f"{nf4 / rtx_3090.memory_bytes:.1f}" == "5.5" != f"{nf4 / (24 * GB):.1f}"
     assert "'git'" in text["it is in Transformers format"].evidence
     # every claim of the article gets a verdict, those the course cannot test included, each saying why
     for named in ("Grok 3 is X's default LLM, used daily by millions", "announced in a post on X on 24 August 2025",

@@ -10,7 +10,7 @@ TESTS = Path(__file__).resolve().parent
 TABLE = TESTS / "bad_inputs.md"
 # The number of rows. Raise it when you add rows, never lower it (a removed row is a bad input nobody checks any
 # more); the test wants it exact, so that adding a row without raising it fails too.
-ROWS = 99
+ROWS = 107
 ISSUE_18_ITEMS = range(1, 21)
 
 

@@ -547,6 +547,64 @@ def test_a_second_lesson_01_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_pa
         locks.release(tmp_path / ".lesson01.lock")
 
 
+def test_a_lock_tested_by_holder_of_at_that_instant_is_still_taken(tmp_path):
+    """`holder_of` (lesson 01 asking whether a pull runs) tests a free lock by taking it for an instant; a pull that
+    starts then waits that instant out instead of being refused as running beside "pid unknown"."""
+    import fcntl
+    import threading
+
+    from helpers.download import locks
+
+    lock = tmp_path / "course-pull.lock"
+    lock.touch()
+    taken, probe = threading.Event(), open(lock)
+
+    def hold_briefly():  # what holder_of does, stretched from microseconds to 50 ms
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        taken.set()
+        time.sleep(0.05)
+        fcntl.flock(probe, fcntl.LOCK_UN)
+
+    worker = threading.Thread(target=hold_briefly)
+    worker.start()
+    try:
+        assert taken.wait(5)
+        assert locks.acquire(lock, "a pull", "another pull is running", "wait") is False  # not refused
+        assert locks.holder_of(lock)["pid"] == os.getpid()
+    finally:
+        worker.join()
+        probe.close()
+        locks.release(lock)
+    fcntl.flock(probe := open(lock), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for good: refused after the retries
+    try:
+        started = time.monotonic()
+        with pytest.raises(CourseError, match="another pull is running: pid unknown"):
+            locks.acquire(lock, "a pull", "another pull is running", "wait")
+        assert locks.CONTENDED_RETRY_S <= time.monotonic() - started < 2
+    finally:
+        probe.close()
+
+
+def test_one_helper_lists_a_process_groups_live_members(tmp_path):
+    """helpers.download and helpers.serving ask "what of this process group still runs?" through one function (no
+    torch, no psutil on Linux); a member that has exited (a zombie until reaped) is not listed."""
+    from helpers.download import processes
+    from helpers.serving import process as serving_process
+
+    assert serving_process.group_members is processes.group_members
+    assert not hasattr(serving_process, "_group_members")
+    group = processes.start(["sh", "-c", "sleep 30 & exit 0"], cwd=tmp_path, watched=False)  # leaves its sleep behind
+    try:
+        deadline = time.monotonic() + 10
+        while len(members := processes.group_members(group.pid) or []) != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)  # until sh has exited (a zombie: not counted) and its sleep runs on
+        if os.path.exists("/proc/self/stat"):
+            assert members != [group.pid] and len(members) == 1  # the sleep, not sh
+    finally:
+        processes.stop(group, grace_s=1)
+    assert processes.group_members(group.pid) in ([], None)
+
+
 def test_a_second_pull_of_the_same_clone_is_refused_with_the_first_ones_pid(clone):
     lock = git_dir(clone) / pulling.LOCK_FILE
     holder = _hold_in_another_process(f"locks.acquire({str(lock)!r}, 'a pull', 'busy', 'wait')")

@@ -117,3 +117,16 @@ def test_the_readme_course_map_quotes_the_recorded_cpu_times():
             assert match[1].startswith("not measured yet"), f"{stem}: no recorded run, the README says {match[1]!r}"
         else:
             assert round(by_lesson[f"notebooks/{stem}.ipynb"]) == seconds(match[1]), f"{stem}: README says {match[1]}"
+
+
+def test_the_timing_record_is_of_the_lessons_as_they_are():
+    """A record taken before a lesson gained or lost cells times another lesson: re-run scripts/time_lessons.py after
+    changing a lesson's cells, so that every time the course quotes is of the notebooks as they are."""
+    recorded = json.loads((RESULTS / "lesson-timings-tiny-cpu.json").read_text())
+    stale = []
+    for run in recorded["runs"]:
+        cells = json.loads((REPO_ROOT / run["notebook"]).read_text(encoding="utf-8"))["cells"]
+        now = sum(cell["cell_type"] == "code" for cell in cells)
+        if now != run["code_cells"]:
+            stale.append(f"{run['notebook']}: {run['code_cells']} code cells when timed, {now} now")
+    assert not stale, "re-time these with `python scripts/time_lessons.py --only ...`:\n" + "\n".join(stale)

@@ -116,7 +116,15 @@ def test_the_figures_it_quotes_are_the_planners(grok2_plan):  # tests/conftest.p
     assert f"{plan.kv_cache_bytes_per_token() / 1024:.0f} KiB per token" in text
     assert f"{plan.active_params / 1e9:.1f}B counting the whole input embedding table" in text
     assert f"{(plan.active_params - plan.embedding_params) / 1e9:.1f}B without it" in text
-    from helpers.memory import GPU_USABLE_FRACTION
+    # section 6: every rule typed in, each at the value its one home holds
+    from helpers.accelerators import METAL_DEFAULT_WORKING_SET
+    from helpers.machines.weights import APPROXIMATE_MARGIN
+    from helpers.memory import GPU_USABLE_FRACTION, RAM_USABLE_FRACTION
 
-    assert f"fragmentation ({1 - GPU_USABLE_FRACTION:.0%})" in text  # section 6: the one rule typed in
+    assert f"fragmentation ({1 - GPU_USABLE_FRACTION:.0%}): `helpers.memory.GPU_USABLE_FRACTION`" in text
+    assert f"loader's buffers ({1 - RAM_USABLE_FRACTION:.0%}): `helpers.memory.RAM_USABLE_FRACTION`" in text
+    assert (f"wire by default ({METAL_DEFAULT_WORKING_SET:.0%} of unified memory, raised with `iogpu.wired_limit_mb`): "
+            "`helpers.accelerators.METAL_DEFAULT_WORKING_SET`") in text
+    assert f"computed size ({APPROXIMATE_MARGIN:.0%}): `helpers.machines.weights.APPROXIMATE_MARGIN`" in text
+    assert "The one rule typed in" not in text
 

@@ -139,9 +139,12 @@ def typed_copies(path, cell_type: str, figures: dict) -> list[str]:
     return problems
 
 
+@pytest.mark.parametrize("cell_type", ["markdown", "code"])
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.relative_to(REPO_ROOT / "notebooks").as_posix() for p in NOTEBOOKS])
-def test_no_lesson_types_a_number_the_planner_computes(path, figures):
-    problems = typed_copies(path, "markdown", figures)
+def test_no_lesson_types_a_number_the_planner_computes(path, cell_type, figures):
+    """In the markdown, and in the comments and strings of the code cells: a figure typed in a print is typed all the
+    same."""
+    problems = typed_copies(path, cell_type, figures)
     assert not problems, ("print these from the planner (helpers.plan_profile('grok-2')), or say where they are "
                           "printed, instead of typing them:\n" + "\n".join(problems))
 
@@ -151,14 +154,6 @@ def test_code_prose_is_the_comments_and_strings_without_the_code(figures):
     prose = code_prose(cell)
     assert "272 GB" in prose and "34 GB" in prose and "1e9" not in prose and "weight_bytes" not in prose
     assert [name for _, name in typed_planner_figures(prose, figures)] == ["fp8 weights", "FP8 weights per GPU at TP 8"]
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.relative_to(REPO_ROOT / "notebooks").as_posix() for p in NOTEBOOKS])
-def test_no_code_cell_types_a_number_the_planner_computes(path, figures):
-    """The same search in the comments and strings of the code cells: a figure typed in a print is typed all the same."""
-    problems = typed_copies(path, "code", figures)
-    assert not problems, ("compute these in the cell (helpers.plan_profile('grok-2')) instead of typing them in a comment "
-                          "or a string:\n" + "\n".join(problems))
 
 
 def test_the_readme_quotes_the_planner_as_it_computes_now(grok2_plan):
@@ -177,3 +172,19 @@ def test_the_readme_quotes_the_planner_as_it_computes_now(grok2_plan):
     }
     stale = {what: text for what, text in expected.items() if text not in readme}
     assert not stale, f"README.md no longer quotes the planner's figures (update these): {stale}"
+
+
+def test_the_readme_names_the_gguf_the_planner_fits_on_one_h200():
+    """The README's llama.cpp sentence: the most precise GGUF wholly on one H200 is the one the planner picks there,
+    and no 4-bit (or larger) file fits it."""
+    from helpers.machines import preset
+    from helpers.machines.llama_routes import best_llama_cpp, llama_cpp_options
+
+    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    h200 = preset("1 x H200")
+    picked = best_llama_cpp(h200, "gpu")
+    quant = picked.weights.name.removeprefix("GGUF ")
+    assert picked.fits and f"the most precise GGUF wholly on one 141 GB H200 is unsloth's 3-bit {quant}" in readme
+    assert "IQ3" in quant  # the "3-bit" the sentence says
+    larger = [r.weights.name for r in llama_cpp_options(h200, "gpu") if r.fits and re.search(r"Q[4-8]", r.weights.name)]
+    assert not larger and "(none of its 4-bit files fits)" in readme, larger

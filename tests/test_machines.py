@@ -19,14 +19,16 @@ from helpers import accelerators as hw
 from helpers import engines, gguf, machines
 from helpers.errors import CourseError
 from helpers.machines.communication import bytes_sent_per_gpu
-from helpers.machines.gpu_routes import CONVERTED_PATH, sglang_route, transformers_route, two_node_route
+from helpers.machines.communication import project_decode
+from helpers.machines.gpu_routes import (CONVERTED_PATH, sglang_mem_fraction_static, sglang_route, transformers_route,
+                                         two_node_route, vllm_route)
 from helpers.machines.llama_routes import (LOCAL_DIR, cpu_route, fastest_llama_cpp, hybrid_route, hybrid_split,
                                            llama_cpp_options)
 from helpers.machines.route import GPU_USABLE, RAM_USABLE, sequential_bandwidth
 from helpers.machines.weights import (APPROXIMATE_MARGIN, CLASSES, PER_LAYER, engine_weights, gguf_quants,
                                       gguf_weights, grok2_config, grok2_plan)
 from helpers.paths import REPO_ROOT
-from helpers.units import GB, GiB
+from helpers.units import GB, GiB, format_bytes
 
 CONTEXT = 8192
 
@@ -116,7 +118,7 @@ EXPECTED_FITS = {
     "Mac Studio M3 Ultra 512 GB": {"llama.cpp-metal-UD-Q5_K_XL"},
     "1 x H200": {"transformers-bf16", "transformers-int8", "transformers-nf4", "llama.cpp-gpu-UD-IQ3_XXS",
                  "llama.cpp-hybrid-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
-    "2 x H100 80 GB": {"sglang-fp8-2-nodes", "transformers-bf16", "transformers-int8", "transformers-nf4",
+    "2 x H100 80 GB": {"transformers-bf16", "transformers-int8", "transformers-nf4",
                        "llama.cpp-gpu-IQ4_XS", "llama.cpp-hybrid-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
     "8 x A100 80 GB": {"sglang-fp8-tp8", "vllm-0.24-fp8", "transformers-bf16", "transformers-int8", "transformers-nf4",
                        "llama.cpp-gpu-UD-Q5_K_XL", "llama.cpp-cpu-UD-Q5_K_XL"},
@@ -187,8 +189,9 @@ def test_sglang_on_8_h100_is_bytes_over_eight_bandwidths(plans):
     fp8 = engine_weights("fp8")
     assert route.fits and route.layout["tp"] == 8
     per_gpu = fp8.total / 8 + kv() / 8
-    assert per_gpu <= GPU_USABLE * hw.H100_SXM.memory_bytes
-    assert f"{per_gpu / GB:,.1f} GB" in route.why[0]
+    assert per_gpu <= sglang_mem_fraction_static(hw.H100_SXM.memory_bytes, 8) * hw.H100_SXM.memory_bytes
+    assert f"{per_gpu / GB:,.1f} GB" in route.why[-1] and "--mem-fraction-static 0.813" in route.why[-1]
+    assert f"{engine_weights('bf16').total / 8 / GB:,.1f} GB" in route.why[0]  # the bf16 slice while loading
     memory = (fp8.active + kv()) / (8 * hw.H100_SXM.memory_bandwidth)
     # ring all-reduces (2 per layer + the embedding's) of 8,192 bf16 values, and each GPU's 1/8 of the logits gathered
     link = ((2 * 64 + 1) * 8192 * 2 * 2 * 7 / 8 + 131072 // 8 * 2 * 7) / hw.H100_SXM.link_bandwidth
@@ -216,11 +219,51 @@ def test_sglang_needs_eight_gpus_and_two_nodes_of_four_keep_the_released_files()
     assert nodes.cost(gpu_hour_price=3.0).per_hour == pytest.approx(8 * 3.0)
 
 
-def test_two_nodes_of_two_serve_the_repacked_checkpoint(plans):
-    """TP 4 cannot read the released TP-8 files: the command serves the converted copy (whole experts) and tells
-    SGLang to cut each rank's slice itself (load_presharded_moe off), the one re-pack recipe (engines.SGLANG_REPACK)."""
+def test_two_nodes_of_two_h100_cannot_load_sglangs_bf16_weights(plans):
+    """TP 4 on the released TP-8 files would load half of each expert; on the converted copy each rank must first hold
+    a quarter of the bf16 weights, which no 80 GB GPU holds: no route."""
     route = plans["2 x H100 80 GB"].route("sglang-fp8-2-nodes")
-    assert route.fits and route.layout["tp"] == 4
+    assert not route.fits and route.layout == {} and route.command is None
+    quarter = engine_weights("bf16").total / 4
+    assert quarter > GPU_USABLE * hw.H100_SXM.memory_bytes
+    assert "bf16" in route.why[-1] and f"{quarter / GB:,.1f} GB >" in route.why[-1]
+    assert any("re-packed" in need and "convert_released_checkpoint" in need and "#36438" in need and "open" in need
+               for need in route.needs)
+
+
+def a100_40gb_node():
+    return machines.describe_machine("8 x A100 40 GB", gpu="A100-40GB", gpus=8, ram_gib=1024,
+                                     ram=hw.DDR4_3200_16CH.name, network=hw.INFINIBAND_HDR_8)
+
+
+def test_8_a100_40gb_cannot_load_the_official_route_as_the_model_card_says():
+    """The model card asks for GPUs of more than 40 GB. The FP8 weights and the KV cache alone would fit 90% of 40 GiB;
+    SGLang 0.5.23 first holds each GPU's bf16 slice, and serves within its own --mem-fraction-static (0.795 at TP 8
+    for 40 GiB, from its memory_hook.py), so it refuses on both counts. vLLM 0.24 quantizes layer by layer: it fits."""
+    machine = a100_40gb_node()
+    route = sglang_route(machine, CONTEXT)
+    memory = hw.A100_SXM_40.memory_bytes
+    eighth = engine_weights("bf16").total / 8
+    assert not route.fits and route.applicable and route.command is None
+    assert eighth > GPU_USABLE * memory and f"{eighth / GB:,.1f} GB >" in route.why[-1]
+    serving = engine_weights("fp8").total / 8 + kv() / 8
+    assert serving <= GPU_USABLE * memory  # the weights-and-cache rule alone would have said "fits"
+    assert sglang_mem_fraction_static(memory, 8) == 0.795 and serving > 0.795 * memory
+    assert any("more than 40 GB" in need and f"{eighth / GB:,.1f} GB" in need for need in route.needs)
+    assert vllm_route(machine, CONTEXT).fits
+    least = machines.least_sglang_gpu(CONTEXT)
+    assert GPU_USABLE * least >= eighth and GPU_USABLE * (least - 2**20) < eighth  # the loading bound decides
+    official = machines.what_would_be_needed(CONTEXT)[-1]
+    assert "SGLang" in official and f"8 GPUs with {format_bytes(least)} or more each" in official
+
+
+def test_two_nodes_of_eight_a100_40gb_serve_the_repacked_checkpoint_at_tp_16():
+    """TP 16 cannot read the released TP-8 files: the command serves the converted copy (whole experts) and tells
+    SGLang to cut each rank's slice itself (load_presharded_moe off), the one re-pack recipe (engines.SGLANG_REPACK)."""
+    machine = a100_40gb_node()
+    route = two_node_route(machine, CONTEXT, sglang_route(machine, CONTEXT))
+    assert route.fits and route.layout == {"tp": 16, "nodes": 2}
+    assert "--mem-fraction-static 0.770 at TP 16" in route.why[-1]
     assert any("re-packed" in need and "convert_released_checkpoint" in need and "#36438" in need and "open" in need
                for need in route.needs)
     assert not any("save_in_released_layout" in need for need in route.needs)
@@ -229,8 +272,48 @@ def test_two_nodes_of_two_serve_the_repacked_checkpoint(plans):
         assert argv[argv.index("--model") + 1] == CONVERTED_PATH
         assert argv[argv.index("--tokenizer-path") + 1] == f"{CONVERTED_PATH}/tokenizer.tok.json"
         assert argv[argv.index("--json-model-override-args") + 1] == engines.SGLANG_PRESHARDED_OFF
-        assert argv[argv.index("--tp") + 1] == "4"
+        assert argv[argv.index("--tp") + 1] == "16"
     assert json.loads(engines.SGLANG_PRESHARDED_OFF) == {"load_presharded_moe": False}
+
+
+@pytest.mark.parametrize("gpu, tp, expected", [
+    # reserve in MiB = 512 + 1.5 x max(chunk, 2048) + 1024 x TP / 8 + 2 x decode graph batch + 8 x prefill graph sizes,
+    # at least 10 GiB above 60 GiB; worked by hand from sglang 0.5.23's arg_groups/memory_hook.py and cuda_graph_hook.py
+    ("H100", 8, round((81920 - (512 + 1.5 * 8192 + 1024 + 2 * 512 + 8 * 57)) / 81920, 3)),
+    ("A100-40GB", 8, round((40960 - (512 + 1.5 * 4096 + 1024 + 2 * 160 + 8 * 49)) / 40960, 3)),
+    ("A100-40GB", 2, round((40960 - (512 + 1.5 * 4096 + 256 + 2 * 32 + 8 * 49)) / 40960, 3)),
+    ("T4", 1, round((16384 - (512 + 1.5 * 2048 + 128 + 2 * 8 + 8 * 41)) / 16384, 3)),
+    ("H200", 8, round((144384 - (512 + 1.5 * 8192 + 1024 + 2 * 512 + 8 * 57)) / 144384, 3)),
+])
+def test_sglangs_static_memory_fraction_is_its_own_heuristic(gpu, tp, expected):
+    assert sglang_mem_fraction_static(hw.ACCELERATORS[gpu].memory_bytes, tp) == expected
+    with pytest.raises(ValueError):
+        sglang_mem_fraction_static(hw.ACCELERATORS[gpu].memory_bytes, 0)
+
+
+def test_the_projection_and_the_planner_read_the_same_bytes(plans):
+    """One FP8 decode bound: lesson 02's projection, lesson 06's roofline and the planner's SGLang route all price a
+    token as engine_weights(precision).active (router, norms and LM head kept in bf16) plus the KV cache."""
+    route = plans["8 x H100 80 GB"].route("sglang-fp8-tp8")
+    projection = project_decode(grok2_config(), hw.H100_SXM, gpus=8, weight_precision="fp8", context_tokens=CONTEXT)
+    (gpu_memory,) = [m for m in route.memories if m.kind == "gpu"]
+    assert projection.memory_bound_s == pytest.approx(gpu_memory.seconds_per_token, rel=1e-12)
+    assert projection.memory_bound_s == pytest.approx(
+        (engine_weights("fp8").active + kv()) / (8 * hw.H100_SXM.memory_bandwidth))
+    # 1 byte for every active non-embedding parameter would be another, higher bound: not the course's
+    plan = grok2_plan()
+    one_byte = (plan.active_params - plan.embedding_params + plan.kv_cache_bytes(CONTEXT)) / (8 * hw.H100_SXM.memory_bandwidth)
+    assert projection.memory_bound_s > one_byte
+
+
+def test_the_projection_refuses_another_model_and_an_unknown_precision():
+    from helpers.grok2 import Grok2Config
+
+    small = Grok2Config(**{**grok2_config().to_dict(), "num_hidden_layers": 2})
+    with pytest.raises(CourseError, match="num_hidden_layers"):
+        project_decode(small)
+    with pytest.raises(CourseError, match="weight_precision"):
+        project_decode(grok2_config(), weight_precision="fp4")
 
 
 def test_vllm_names_its_last_grok_release_and_a_converted_checkpoint(plans):
@@ -297,6 +380,65 @@ def test_a_24_gb_card_cannot_hold_the_always_on_part_at_4_bits():
     assert "even the always-on part" in " ".join(route.why)
     assert "--cpu-moe" in route.command.argv and "--n-gpu-layers" in route.command.argv
     assert route.layout["always_on"] > GPU_USABLE * hw.RTX_4090.memory_bytes
+
+
+def test_the_layout_sentence_is_the_layout_the_route_places():
+    """Lesson 07 prints describe_hybrid_layout rather than describing one case: each layout's sentence names the flags
+    of the route's command and the layers its placement puts in RAM."""
+    cases = {"24 GB GPU + 64 GB DDR5": True, "24 GB GPU + 128 GB DDR5": False}
+    for name, always_on_fits in cases.items():
+        route = machines.plan_routes(name).route("llama.cpp-hybrid")
+        layout = route.layout
+        assert route.fits and layout["always_on_fits"] == always_on_fits, name
+        sentence = machines.describe_hybrid_layout(layout)
+        argv = route.command.argv
+        in_ram = {p.what for p in route.placement if p.where.startswith("system RAM")}
+        if always_on_fits:
+            n = layout["n_cpu_moe"]
+            assert f"`--n-cpu-moe {n}`" in sentence and argv[argv.index("--n-cpu-moe") + 1] == str(n)
+            assert f"experts, layers 0-{n - 1}" in in_ram and f"the experts of layers 0-{n - 1}" in sentence
+            assert "attention, dense MLP, routers, norms, LM head and the KV cache on the GPU" in sentence
+        else:
+            cut, ngl = layout["ram_dense_layers"], layout["gpu_layers"]
+            assert "`--cpu-moe`" in sentence and f"`-ngl {ngl}`" in sentence and "--cpu-moe" in argv
+            assert argv[argv.index("--n-gpu-layers") + 1] == str(ngl)
+            assert {"experts", f"attention (q, k, v, o), layers 0-{cut - 1}", f"KV cache ({cut} layers)"} <= in_ram
+            assert f"layers 0-{cut - 1} wholly in RAM" in sentence and "even the always-on part" in sentence
+    everything = {**hybrid_split(machines.preset("1 x H200"), gguf_weights("IQ1_S"), CONTEXT), "n_cpu_moe": 0}
+    assert "no flag" in machines.describe_hybrid_layout(everything)
+
+
+def test_the_hybrid_table_says_the_ram_to_have_in_both_units():
+    """A learner holds the table against the RAM they bought (sold in GiB): 'RAM needed' is what the route's fit
+    needs (the bytes kept there, counted as the route counts them, over RAM_USABLE), in GB and GiB."""
+    machine = machines.preset("24 GB GPU + 128 GB DDR5")
+    rows = machines.hybrid_table(machine)
+    for row in rows:
+        weights = gguf_weights(row["quant"])
+        split = hybrid_split(machine, weights, CONTEXT)
+        needed = (weights.sized_for_fit(split["ram_bytes"] - split["ram_kv"]) + split["ram_kv"]) / RAM_USABLE
+        assert row["RAM needed"] == f"{needed / GB:,.1f} GB ({needed / GiB:,.1f} GiB)", row
+        assert row["in RAM"] == f"{split['ram_bytes'] / GB:,.1f} GB ({split['ram_bytes'] / GiB:,.1f} GiB)"
+        assert "GiB" in row["always-on part"]
+        gpu_fits = split["gpu_fits"]
+        assert (row["fits"] == "yes") == (gpu_fits and needed <= machine.ram_bytes), row
+
+
+def test_one_gguf_type_on_one_route_is_the_planners_verdict():
+    """Lesson 03's GGUF table asks the planner (llama_cpp_route) rather than a rule of its own, so it cannot disagree
+    with lesson 07: a Q4_K_M file does not fit the 192 GB Mac there either."""
+    from helpers.machines.llama_routes import metal_route
+
+    mac = machines.preset("Mac Studio M2 Ultra 192 GB")
+    route = machines.llama_cpp_route(mac, "metal", "Q4_K_M", CONTEXT)
+    assert route.key == metal_route(mac, gguf_weights("Q4_K_M"), CONTEXT).key and not route.fits
+    assert machines.llama_cpp_route(mac, "metal", "Q3_K_M").fits
+    assert not machines.llama_cpp_route(machines.preset("24 GB GPU + 128 GB DDR5"), "gpu", "Q2_K").fits
+    for kwargs, match in (({"family": "tpu"}, "family must be one of"), ({"quant": "Q4_K_Z"}, "Unknown GGUF type"),
+                          ({"context": 0}, "context must be")):
+        arguments = {"family": "metal", "quant": "Q4_K_M", "context": CONTEXT, **kwargs}
+        with pytest.raises(CourseError, match=match):
+            machines.llama_cpp_route(mac, **arguments)
 
 
 def test_hybrid_decode_bound_is_gpu_reads_plus_ram_reads():
@@ -458,6 +600,27 @@ def test_this_machine_is_measured(monkeypatch):
     assert machine_module.ram_copy_bandwidth(16 * 2**20, size_bytes=GiB) > 0  # a buffer: at most 1/8 of the free RAM
 
 
+def test_the_ram_probe_is_the_rooflines_copy_with_a_cap_and_a_constant_fill(monkeypatch):
+    """One copy measurement for the course: ram_copy_bandwidth is helpers.roofline.measure_copy_bandwidth on the CPU,
+    each buffer at most an eighth of the free RAM (at least 1 MiB), filled with a constant."""
+    import torch
+
+    from helpers import roofline
+    from helpers.machines import machine as machine_module
+
+    made = []
+    real_full = torch.full
+    monkeypatch.setattr(torch, "full", lambda size, *a, **k: made.append(size) or real_full(size, *a, **k))
+    assert machine_module.ram_copy_bandwidth(80 * 2**20, size_bytes=GiB) > 0
+    assert made == [(10 * 2**20,)]  # 1/8 of 80 MiB, not the 1 GiB asked for; torch.full: a constant, not random
+    assert roofline.measure_copy_bandwidth("cpu", 2**30, 1, free_bytes=2**20, fill="constant", warmups=0) > 0
+    assert made[-1] == (2**20,)  # never below 1 MiB
+    with pytest.raises(ValueError, match="fill"):
+        roofline.measure_copy_bandwidth("cpu", 2**20, fill="zeros")
+    with pytest.raises(ValueError, match="repeats"):
+        roofline.measure_copy_bandwidth("cpu", 2**20, repeats=0)
+
+
 # ------------------------------------------------------------------------------------------- bad inputs
 
 
@@ -470,7 +633,8 @@ def test_an_impossible_machine_gets_no_route_and_what_would_be_needed():
     message = str(caught.value)
     assert "No route" in message and "What would be needed" in message and "of RAM" in message
     smallest = min((gguf_weights(q) for q in gguf_quants()), key=lambda w: w.total)
-    assert f"{(smallest.sized_for_fit(smallest.total) + kv()) / RAM_USABLE / GB:,.1f} GB of RAM" in message
+    ram = (smallest.sized_for_fit(smallest.total) + kv()) / RAM_USABLE
+    assert f"{ram / GB:,.1f} GB ({ram / GiB:,.1f} GiB) of RAM" in message  # both units: RAM is sold in GiB
 
 
 def test_an_unknown_gpu_lists_the_presets_and_how_to_describe_one():
@@ -482,7 +646,9 @@ def test_an_unknown_gpu_lists_the_presets_and_how_to_describe_one():
         machines.preset("my laptop")
     custom = machines.custom_gpu("my card", memory_gib=48, bandwidth_gb_s=864, bf16_tflops=181)
     assert custom.memory_bytes == 48 * GiB
-    assert machines.plan_routes(machines.describe_machine(gpu=custom, gpus=8, ram_gib=512)).route("sglang").fits
+    eight = machines.plan_routes(machines.describe_machine(gpu=custom, gpus=8, ram_gib=512))
+    assert eight.route("vllm").fits  # FP8 weights and the KV cache fit 48 GiB cards
+    assert not eight.route("sglang").fits and "bf16" in eight.route("sglang").why[-1]  # SGLang loads bf16 first
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -90,6 +90,71 @@ def test_surrogate_bytes_and_a_real_pair(app_client):
     assert pair.status_code == 200, pair.text
 
 
+def test_a_deep_body_holding_a_real_pair_is_accepted(app_client):
+    """json.dumps stops at Python's recursion limit on a body the parser accepted (nested ~990 deep in an ignored
+    field): the walk decides then, and a real pair ("\\ud83d\\ude00") deep down is text, not refused."""
+    from helpers.serving.protocol import MAX_PLACES_SEARCHED, APIError, check_text
+
+    def nested(leaf, depth=3000):  # deeper than any recursion limit: json.dumps raises RecursionError
+        for _ in range(depth):
+            leaf = [leaf]
+        return {"model": "tiny-grok-2", "messages": HI, "extra": leaf}
+
+    signs = b'"\\ud83d\\ude00"'  # what the raw body holds: the fast scan sends it to the slow path
+    check_text(signs, nested("\U0001f600"))  # the pair, decoded: accepted
+    with pytest.raises(APIError, match="lone surrogate") as refused:
+        check_text(signs, nested("a\ud83d"))
+    assert refused.value.param == "extra" + ".0" * 3000
+    with pytest.raises(APIError, match=f"more than {MAX_PLACES_SEARCHED:,} values, too many to check") as cut:
+        check_text(signs, nested([0] * MAX_PLACES_SEARCHED))
+    assert cut.value.code == "invalid_text" and "holds a lone surrogate" not in cut.value.message  # none was seen
+    # Through the server: the deepest body it parses (where json.dumps, called a few frames deeper, stops) is checked
+    # to the end; max_tokens 0 is refused after that, so nothing is generated.
+    for depth in range(1000, 800, -1):
+        deep = '{"model": "tiny-grok-2", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}], "x": ' + \
+               "[" * depth + '"\\ud83d\\ude00"' + "]" * depth + "}"
+        reply = post(app_client, deep)
+        if "nested too deeply" not in reply.text:
+            break
+    openai_error(reply, 400, param="max_tokens", match="at least 1")
+
+
+def answered_within(seconds: float, call):
+    """`call()`'s result, run in a thread: a request that never ends fails the test instead of hanging it."""
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("reply", call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"no answer in {seconds} s: the request hangs"
+    return result["reply"]
+
+
+def test_encoding_never_hangs_a_request(tokenizer, served, monkeypatch):
+    """A content spelling a control token beside all 6,400 BMP private-use characters (19 KB; it fits a long
+    --max-model-len) made encoding raise StopIteration, which an asyncio future cannot hold: the request hung. It is
+    encoded now; and any unexpected error while encoding is a 500 in OpenAI's format, never a hang."""
+    from starlette.testclient import TestClient
+
+    # Its own client, used outside `with` (no lifespan, no scheduler started: nothing is generated here): each request
+    # runs in a portal of its own, so a request that hangs holds only its own thread, not the other tests' client.
+    client = TestClient(create_app(served, max_batch_size=1))
+    content = "".join(map(chr, range(0xE000, 0xF900))) + SEPARATOR
+    with monkeypatch.context() as patched:
+        patched.setattr(served, "context_length", 1 << 16)  # as with --max-model-len 65536
+        reply = answered_within(20, lambda: post(client, {"model": "tiny-grok-2", "max_tokens": 1 << 16,
+                                                          "messages": [{"role": "user", "content": content}]}))
+    ids = encode(tokenizer, [{"role": "user", "content": content}])
+    openai_error(reply, 400, code="context_length_exceeded", match=f"({len(ids)} in the prompt")  # encoded, counted
+
+    def broken(conversation):
+        raise StopIteration
+
+    monkeypatch.setattr(served, "prompt_ids", broken)
+    reply = answered_within(20, lambda: post(client, {"model": "tiny-grok-2", "messages": HI}))
+    assert reply.status_code == 500, reply.text
+    assert reply.json()["error"]["type"] == "server_error" and "StopIteration" in reply.json()["error"]["message"]
+
+
 # ------------------------------------------------------------------------------------------- item 5: stop strings
 
 

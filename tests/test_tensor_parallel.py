@@ -237,6 +237,22 @@ def test_a_slice_file_still_an_lfs_pointer_is_named_before_launch(released, ids,
         slice_count(broken)  # the rank's own check, without helpers.download (helpers.grok2 imports nothing else)
 
 
+def test_missing_and_unpulled_files_are_named_by_one_formatter():
+    """The rank's check (helpers.grok2, which imports nothing else of helpers) and the launcher's pointer check
+    (helpers.parallelism) name files and write the `git lfs pull` fix the same way, from one place."""
+    import helpers.parallelism as parallelism
+    from helpers.grok2.tensor_parallel_plan import NAMED_FILES, name_files, pull_fix
+
+    assert parallelism.name_files is name_files and parallelism.pull_fix is pull_fix
+    names = [f"pytorch_model-00007-TP-{s:03d}.safetensors" for s in range(NAMED_FILES + 2)]
+    assert name_files(names) == ", ".join(names[:NAMED_FILES]) + " and 2 more"
+    assert name_files(names[:NAMED_FILES]) == ", ".join(names[:NAMED_FILES])
+    assert pull_fix(names) == ("pull them in that folder: git lfs pull --include 'pytorch_model-*-TP-*.safetensors' "
+                               "(lesson 01).")
+    assert pull_fix(names[:1]) == f"pull it in that folder: git lfs pull --include '{names[0]}' (lesson 01)."
+    assert f"--include '{','.join(names[:2])}'" in pull_fix(names[:2])
+
+
 def test_o_proj_columns_that_do_not_split_are_refused():
     config = Grok2Config(num_attention_heads=4, num_key_value_heads=2, head_dim=5, hidden_size=20,
                          intermediate_size=64, moe_intermediate_size=32, vocab_size=96, num_hidden_layers=1)

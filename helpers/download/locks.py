@@ -48,6 +48,24 @@ def _describe(holder: dict) -> str:
     return f"pid {holder.get('pid')}{host}, since {holder.get('since', '?')}"
 
 
+CONTENDED_RETRY_S = 0.2  # how long a lock that is taken is tried again before the caller is refused
+
+
+def _take(handle) -> None:
+    """An exclusive flock on `handle`, or BlockingIOError if another holder keeps it for CONTENDED_RETRY_S. Tried
+    again meanwhile because `holder_of` (another lesson asking who pulls) tests a free lock by taking it for an
+    instant: a pull that starts in that instant must not be refused as running beside "pid unknown"."""
+    deadline = time.monotonic() + CONTENDED_RETRY_S
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def acquire(lock: str | Path, what: str, busy: str, fix: str) -> bool:
     """Take the lock at `lock` for `what` (e.g. "lesson 01"), for this process; re-entrant. Refuses with
     CourseError(`busy` + the holder, `fix`) while another live process holds it. True if a dead holder's was taken."""
@@ -62,7 +80,7 @@ def acquire(lock: str | Path, what: str, busy: str, fix: str) -> bool:
     lock.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock, "a+")  # never truncates: a refused contender must not erase the holder's name
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _take(handle)
     except BlockingIOError:
         handle.close()
         raise CourseError(f"{busy}: {_describe(_read(lock))}.", fix) from None

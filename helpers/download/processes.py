@@ -62,28 +62,49 @@ def start(args: list[str], *, cwd: str | Path | None = None, env: dict | None = 
     return process
 
 
+def group_members(pgid: int) -> list[int] | None:
+    """Ids of the processes of group `pgid` still running, or None where this machine cannot list them (no /proc, no
+    psutil). Zombies do not count: a member whose parent died first waits, dead, for init (or a container's first
+    process) to reap it, which may take seconds, and signals reach it anyway. Shared with helpers.serving, so it needs
+    neither torch nor (on Linux) psutil."""
+    proc = Path("/proc")
+    if (proc / "self" / "stat").exists():
+        members = []
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp
+            except (OSError, IndexError):  # gone meanwhile
+                continue
+            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+        return members
+    try:
+        import psutil
+    except ImportError:
+        return None
+    members = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+        except (psutil.Error, OSError):  # gone meanwhile, or not ours to look at
+            continue
+    return members
+
+
 def _group_alive(pgid: int) -> bool:
-    """Is any process of the group still running? Zombies do not count: a member whose parent died first waits, dead,
-    for init (or a container's first process) to reap it, which may take seconds, and signals reach it anyway."""
+    """Is any process of the group still running (zombies aside, see `group_members`)? Where members cannot be listed,
+    any process the group's signals still reach counts."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # a reused id that is not ours: nothing of ours is left in it
         return False
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
-        except (OSError, IndexError):  # gone meanwhile
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    members = group_members(pgid)
+    return members is None or bool(members)
 
 
 def stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:

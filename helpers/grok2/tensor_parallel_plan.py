@@ -138,8 +138,7 @@ def slice_count(folder: str | Path, config: Grok2Config | None = None) -> int:
     except (SafetensorError, OSError) as error:  # a Git LFS pointer, a damaged file: a rank would die on it
         raise MissingShardError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error}); "
                                 f"a Git LFS pointer not pulled yet?",
-                                f"pull it again in that folder: git lfs pull --include '{path.name}' (lesson 01).") \
-            from None
+                                pull_fix([path.name])) from None
     if not width or config.moe_intermediate_size % width:
         raise MissingShardError(f"{path} holds expert slices {width} wide, which do not divide the experts' width "
                                 f"{config.moe_intermediate_size} in {folder / 'config.json'}: the files and the config "
@@ -147,6 +146,22 @@ def slice_count(folder: str | Path, config: Grok2Config | None = None) -> int:
                                 "keep the config.json that came with these files, or write the folder again with "
                                 "helpers.grok2.save_in_released_layout(model, folder).")
     return config.moe_intermediate_size // width
+
+
+NAMED_FILES = 6  # files named one by one in a message about missing or unpulled weight files; past that, a count
+
+
+def name_files(names: list[str]) -> str:
+    """The files for a message: all of them, or the first NAMED_FILES and how many more."""
+    more = len(names) - NAMED_FILES
+    return ", ".join(names[:NAMED_FILES]) + (f" and {more} more" if more > 0 else "")
+
+
+def pull_fix(names: list[str]) -> str:
+    """The fix for weight files missing or still Git LFS pointers: the `git lfs pull --include` that fetches them, by
+    name, or past NAMED_FILES every slice file's pattern (git-lfs skips the ones already there)."""
+    include = ",".join(names) if len(names) <= NAMED_FILES else "pytorch_model-*-TP-*.safetensors"
+    return f"pull {'it' if len(names) == 1 else 'them'} in that folder: git lfs pull --include '{include}' (lesson 01)."
 
 
 def rank_files(folder: str | Path, shard: RankShard) -> list[Path]:
@@ -157,14 +172,11 @@ def rank_files(folder: str | Path, shard: RankShard) -> list[Path]:
     missing = [name for name in names if not (folder / name).is_file()]
     if len(missing) == 1:
         raise MissingShardError(f"{folder / missing[0]} is missing: rank {shard.rank} of tensor parallelism "
-                                f"{shard.tp_size} must read it.",
-                                f"pull it again in that folder: git lfs pull --include '{missing[0]}' (lesson 01).")
+                                f"{shard.tp_size} must read it.", pull_fix(missing))
     if missing:
-        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        include = ",".join(missing) if len(missing) <= 6 else "pytorch_model-*-TP-*.safetensors"
-        raise MissingShardError(f"{len(missing)} files are missing from {folder}: {shown}; rank {shard.rank} of "
-                                f"tensor parallelism {shard.tp_size} must read them.",
-                                f"pull them again in that folder: git lfs pull --include '{include}' (lesson 01).")
+        raise MissingShardError(f"{len(missing)} files are missing from {folder}: {name_files(missing)}; rank "
+                                f"{shard.rank} of tensor parallelism {shard.tp_size} must read them.",
+                                pull_fix(missing))
     return [folder / name for name in names]
 
 

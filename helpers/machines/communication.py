@@ -102,23 +102,41 @@ class DecodeProjection:
         ]
 
 
+# The config fields the projection's arithmetic depends on: a config that differs in any of them is not Grok 2.5.
+SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "num_key_value_heads",
+                "head_dim", "intermediate_size", "moe_intermediate_size", "num_local_experts", "num_experts_per_tok")
+
+
 def project_decode(config, accelerator: Accelerator = H100_SXM, gpus: int = 8, weight_precision: str = "fp8",
                    context_tokens: int = 8192) -> DecodeProjection:
-    """Project Grok 2.5's decode step at tensor parallelism `gpus` (batch 1): memory roofline and communication."""
-    from ..memory import BYTES_PER_PARAM, plan_memory
+    """Project Grok 2.5's decode step at tensor parallelism `gpus` (batch 1): memory roofline and communication.
 
+    The bytes a token reads are the machine planner's (`weights.engine_weights(weight_precision).active`: in fp8 the
+    router, norms and LM head stay in bf16, as SGLang keeps them) plus the KV cache of the cached released plan, so
+    this roofline and the planner's SGLang route give one bound. `config` must be Grok 2.5's (the released config)."""
+    from ..memory import grok2_released_config, grok2_released_plan
+    from .weights import ENGINE_FORMATS, engine_weights
+
+    released = grok2_released_config()
+    different = [name for name in SHAPE_FIELDS if getattr(config, name, None) != getattr(released, name)]
+    if different:
+        raise CourseError(f"project_decode projects Grok 2.5 only; this config differs from the released one in "
+                          f"{', '.join(different)}.", "Pass helpers.memory.grok2_released_config() (or the released "
+                          "config.json loaded with Grok2Config).")
+    if weight_precision not in ENGINE_FORMATS:
+        raise CourseError(f"weight_precision must be one of {', '.join(ENGINE_FORMATS)}, not {weight_precision!r}.",
+                          "Use \"fp8\" (SGLang's) or \"bf16\" (the released weights).")
     if accelerator.all_reduce_latency is None:
         raise CourseError(f"helpers.accelerators has no public all-reduce latency for {accelerator.name}.",
                           "project on H100_SXM, or add the figure with its source to helpers/accelerators.py.")
     comm = collectives_per_token(config, gpus, ACTIVATION_BYTES)
     calls = comm["all_reduces"] + comm["all_gathers"]
-    plan = plan_memory(config, name="grok-2")
-    matrices = plan.active_params - plan.embedding_params  # of the embedding table one row per token is read
-    per_gpu = (matrices * BYTES_PER_PARAM[weight_precision] + plan.kv_cache_bytes(context_tokens)) / gpus
+    read = engine_weights(weight_precision).active  # of the embedding table one row per token is read
+    per_gpu = (read + grok2_released_plan().kv_cache_bytes(context_tokens)) / gpus
     return DecodeProjection(accelerator.name, gpus, comm, calls * accelerator.all_reduce_latency,
                             bytes_sent_per_gpu(config, gpus) / accelerator.link_bandwidth,
                             per_gpu / accelerator.memory_bandwidth, weight_precision, context_tokens,
                             accelerator.all_reduce_source, accelerator.all_reduce_latency, accelerator.link_bandwidth)
 
 
-__all__ = ["ACTIVATION_BYTES", "collectives_per_token", "bytes_sent_per_gpu", "DecodeProjection", "project_decode"]
+__all__ = ["ACTIVATION_BYTES", "SHAPE_FIELDS", "collectives_per_token", "bytes_sent_per_gpu", "DecodeProjection", "project_decode"]

@@ -9,15 +9,25 @@ on the converted checkpoint with `load_presharded_moe` off: `engines.SGLANG_REPA
 pipeline parallelism, so a second node extends tensor parallelism; SGLang turns on FP8 Marlin (weight-only) on
 compute capability 8.0-8.8 (`can_auto_enable_marlin_fp8`). vLLM 0.24.0 registers `Grok1ForCausalLM`, supports
 pipeline parallelism for it, and its loader reads each expert tensor by name (no stitching of the 8 slices).
+
+SGLang's memory, read in the 0.5.23 wheel the course pins: with `--quantization fp8` on the bf16 checkpoint it builds
+every weight in bf16 on the GPU and quantizes them to FP8 only once all are loaded
+(`layers/quantization/fp8.py`: `create_weights` takes the checkpoint's dtype unless the checkpoint is already FP8;
+`model_loader/loader.py`: `DefaultModelLoader.load_weights_and_postprocess` loads every weight, then runs
+`process_weights_after_loading` module by module), so each GPU must first hold its bf16 slice. Serving, it keeps
+weights and KV cache within its default `--mem-fraction-static` of the GPU (`sglang_mem_fraction_static`). vLLM 0.24.0
+materialises and quantizes its FP8 weights layer by layer (`Fp8PerTensorOnlineMoEMethod`, meta device), so its peak
+is the FP8 size: its route keeps the course's rule (`route.GPU_USABLE`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from .. import engines
 from ..errors import CourseError
-from ..units import GFLOPS, TFLOPS, GiB
+from ..units import GFLOPS, TFLOPS, GiB, MiB
 from .machine import Machine
 from .route import GPU_USABLE, PREFILL_BATCH, RAM_USABLE, Memory, Placement, Route, gb, spread_time
 from .communication import bytes_sent_per_gpu
@@ -27,6 +37,60 @@ RELEASED_TP = engines.RELEASED_TP
 VLLM_SERIES = ".".join(engines.VLLM_VERSION.split(".")[:2])  # 0.24: the last series that serves Grok 2
 HEAD_NODE = "HEAD_NODE_IP:5000"  # node 0's address and a free port, the same on both nodes
 CONVERTED_PATH = "/local/grok-2-converted"  # where the commands expect helpers.grok2.convert_released_checkpoint's copy
+
+
+# SGLang 0.5.23's default --mem-fraction-static, as sglang/srt/arg_groups/memory_hook.py (handle_gpu_memory_settings)
+# of the pinned wheel computes it, for a model like Grok 2 (no MLA, no DP attention, no DeepEP, CUDA graphs on): by the
+# GPU's memory in MiB (nvidia-smi's memory.total; the course counts the memory as sold, a little above what the driver
+# reports) a chunked-prefill size and a largest decode CUDA-graph batch (below 4 ranks / from 4 ranks on), then a
+# reserve in MiB for activations and graphs, and fraction = (memory - reserve) / memory, rounded to 3 decimals.
+# (upper bound in GiB, chunked_prefill_size, decode max_bs at TP < 4, at TP >= 4)
+SGLANG_MEMORY_TIERS = ((20, 2048, 8, 8), (35, 4096, 48, 160), (60, 4096, 32, 160), (90, 8192, 256, 512),
+                       (160, 8192, 256, 512), (math.inf, 16384, 512, 512))
+SGLANG_MEMORY_SOURCE = (f"sglang {engines.SGLANG_VERSION}: sglang/srt/arg_groups/memory_hook.py, "
+                        "handle_gpu_memory_settings")
+
+
+def _sglang_prefill_graph_sizes(chunk: int) -> int:
+    """How many prefill batch sizes SGLang captures in CUDA graphs up to `chunk` tokens (breakable prefill graphs,
+    on by default on CUDA: arg_groups/cuda_graph_hook.py, generate_prefill_cuda_graph_batch_sizes)."""
+    sizes = [*range(4, 33, 4), *range(48, 257, 16), *range(288, 513, 32), *range(576, 1025, 64),
+             *range(1280, 4097, 256), *range(4608, chunk + 1, 512)]
+    return sum(size <= chunk for size in sizes)
+
+
+def sglang_mem_fraction_static(gpu_memory_bytes: float, tp: int) -> float:
+    """The share of each GPU SGLang fills with weights and KV cache by default (`--mem-fraction-static`), for a GPU of
+    `gpu_memory_bytes` at tensor parallelism `tp`: SGLang 0.5.23's own heuristic (SGLANG_MEMORY_SOURCE). The reserve
+    is 512 MiB + 1.5 MiB per token of the chunked prefill (at least 2,048 tokens) + 1 GiB per 8 ranks + 2 MiB per
+    decode graph batch + 8 MiB per prefill graph size, and at least 10 GiB on a GPU above 60 GiB."""
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise ValueError(f"tp must be a whole number >= 1, got {tp!r}")
+    if not gpu_memory_bytes > 0:
+        raise ValueError(f"gpu_memory_bytes must be above 0, got {gpu_memory_bytes!r}")
+    mib = gpu_memory_bytes / MiB
+    _, chunk, small_tp, large_tp = next(tier for tier in SGLANG_MEMORY_TIERS if mib < tier[0] * 1024)
+    decode_batch = small_tp if tp < 4 else large_tp
+    reserve = (512 + 1.5 * max(chunk, 2048) + tp / 8 * 1024 + 2 * decode_batch
+               + 8 * _sglang_prefill_graph_sizes(chunk))
+    if mib > 60 * 1024:
+        reserve = max(reserve, 10 * 1024)
+    return round((mib - reserve) / mib, 3)
+
+
+def _sglang_loads(route: Route, machine: Machine, tp: int) -> bool:
+    """SGLang quantizes to FP8 after loading (module docstring): each GPU first holds its bf16 slice, which must fit
+    the course's GPU rule. Adds the arithmetic to route.why; False (and the route not fitting) when it does not fit."""
+    gpu = min(machine.gpus, key=lambda g: g.memory_bytes)
+    bf16 = engine_weights("bf16").total / tp
+    usable = GPU_USABLE * gpu.memory_bytes
+    ok = bf16 <= usable
+    route.why.append(f"loading: SGLang {engines.SGLANG_VERSION} builds the weights in bf16 and quantizes them to FP8 "
+                     f"only once all are loaded, so each GPU first holds its bf16 slice: bf16 "
+                     f"{gb(engine_weights('bf16').total)} / {tp} = {gb(bf16)} {'<=' if ok else '>'} {gb(usable)} "
+                     f"usable ({GPU_USABLE:.0%} of {gpu.name})")
+    route.fits = route.fits and ok
+    return ok
 
 
 def _no_cuda(machine: Machine) -> str | None:
@@ -44,8 +108,10 @@ def _tp_bytes_sent(tp: int) -> float:
     return bytes_sent_per_gpu(grok2_config(), tp)
 
 
-def _tensor_parallel(route: Route, machine: Machine, weights: Weights, tp: int, nodes: int = 1) -> Route:
-    """Fill in a tensor-parallel route: every class split evenly over `tp` identical GPUs that read in parallel."""
+def _tensor_parallel(route: Route, machine: Machine, weights: Weights, tp: int, nodes: int = 1,
+                     sglang: bool = False) -> Route:
+    """Fill in a tensor-parallel route: every class split evenly over `tp` identical GPUs that read in parallel. Each
+    GPU may fill the course's GPU_USABLE share, or for SGLang its own default --mem-fraction-static."""
     gpu = min(machine.gpus, key=lambda g: g.memory_bytes)
     context, shape = route.context, weights.shape
     # each rank keeps the keys and values of its KV heads; beyond 8 ranks the 8 KV heads are replicated
@@ -53,13 +119,15 @@ def _tensor_parallel(route: Route, machine: Machine, weights: Weights, tp: int, 
     kv_per_gpu = shape.kv_bytes(context) / kv_split
     kv = kv_per_gpu * tp  # all ranks together
     per_gpu = weights.total / tp + kv_per_gpu
-    usable = GPU_USABLE * gpu.memory_bytes
+    share = sglang_mem_fraction_static(gpu.memory_bytes, tp) if sglang else GPU_USABLE
+    rule = f"SGLang's default --mem-fraction-static {share:.3f} at TP {tp}" if sglang else f"{share:.0%}"
+    usable = share * gpu.memory_bytes
     fits = per_gpu <= usable
     route.why.append(f"{weights.name} weights {gb(weights.total)} / {tp} GPUs = {gb(weights.total / tp)} per GPU, + "
                      f"KV cache of {context:,} tokens {gb(shape.kv_bytes(context))} / {kv_split} = {gb(kv_per_gpu)}"
                      + (f" (the {shape.kv_heads} KV heads are copied beyond {shape.kv_heads} ranks)"
                         if tp > shape.kv_heads else "")
-                     + f": {gb(per_gpu)} {'<=' if fits else '>'} {gb(usable)} usable ({GPU_USABLE:.0%} of {gpu.name})")
+                     + f": {gb(per_gpu)} {'<=' if fits else '>'} {gb(usable)} usable ({rule} of {gpu.name})")
     route.fits = route.fits and fits
     where = f"GPU memory ({tp} x {gpu.name}, read in parallel)"
     route.placement = [Placement(LABELS[name], where, size, name) for name, size in weights.bytes_by_class.items()]
@@ -107,9 +175,12 @@ def sglang_route(machine: Machine, context: int) -> Route:
     weights = engine_weights("fp8")
     route = Route("sglang-fp8-tp8", "SGLang", "SGLang, FP8, TP 8 (official)", weights, True, [], context=context)
     _released_disk(route)
+    load_peak = engine_weights("bf16").total / RELEASED_TP
     route.needs = [f"sglang=={engines.SGLANG_VERSION} (the version the command is checked against; the model card asks "
                    "for >= 0.5.1) with --attention-backend triton (the model card's command)",
-                   "8 identical GPUs of more than 40 GB (the released expert files are split for TP 8)"]
+                   f"8 identical GPUs (the released expert files are split for TP 8): the model card asks for more than "
+                   f"40 GB each; SGLang {engines.SGLANG_VERSION} needs room for each GPU's bf16 slice, "
+                   f"{gb(load_peak)}, while it loads (it quantizes to FP8 afterwards)"]
     problem = _no_cuda(machine)
     if problem:
         return route.not_applicable(f"SGLang {problem}")
@@ -120,8 +191,10 @@ def sglang_route(machine: Machine, context: int) -> Route:
         return route
     if not machine.homogeneous:
         route.notes.append("mixed GPUs: tensor parallelism runs every rank at the pace and size of the smallest")
-    _tensor_parallel(route, machine, weights, RELEASED_TP)
     route.notes.append(_fp8_note(machine, "SGLang"))
+    if not _sglang_loads(route, machine, RELEASED_TP):
+        return route
+    _tensor_parallel(route, machine, weights, RELEASED_TP, sglang=True)
     if machine.gpu_count > RELEASED_TP:
         route.notes.append(f"uses {RELEASED_TP} of the {machine.gpu_count} GPUs")
     if route.fits:
@@ -190,7 +263,7 @@ def two_node_route(machine: Machine, context: int, single: Route) -> Route | Non
     machine = replace(machine, network=network)
     released = tp == RELEASED_TP
     if not released:
-        route.needs.append(f"a re-packed checkpoint for TP {tp}: {engines.SGLANG_REPACK}; the command below serves "
+        route.needs.append(f"a re-packed checkpoint for TP {tp}: {engines.SGLANG_REPACK}; its command serves "
                            f"{CONVERTED_PATH}. On the released files SGLang {engines.SGLANG_VERSION}'s grok.py has "
                            "each rank read only the files of its own rank number: at TP < 8 a rank silently loads part "
                            "of its experts (reported in SGLang PR #36438, open), at TP 16 ranks 8-15 find none")
@@ -201,9 +274,11 @@ def two_node_route(machine: Machine, context: int, single: Route) -> Route | Non
         route.fits = False
         route.why.append(f"TP {tp} does not divide Grok 2's 8 KV heads")
         return route
-    _tensor_parallel(route, machine, weights, tp, nodes=2)
     _released_disk(route, 1 if released else 2, "the released checkpoint on each node" if released else
                    "the released checkpoint and the re-packed copy, on each node")
+    if not _sglang_loads(route, machine, tp):
+        return route
+    _tensor_parallel(route, machine, weights, tp, nodes=2, sglang=True)
     if route.fits:
         gpu = min(machine.gpus, key=lambda g: g.memory_bytes)
         deployment = engines.plan_deployment(gpu_memory_gib=gpu.memory_bytes / GiB, gpus=tp, precision="fp8",
@@ -359,4 +434,5 @@ def _transformers_without_cuda(route: Route, machine: Machine, weights: Weights,
     return route
 
 
-__all__ = ["sglang_route", "vllm_route", "two_node_route", "transformers_route", "RELEASED_TP", "VLLM_SERIES"]
+__all__ = ["sglang_route", "vllm_route", "two_node_route", "transformers_route", "sglang_mem_fraction_static",
+           "SGLANG_MEMORY_SOURCE", "SGLANG_MEMORY_TIERS", "RELEASED_TP", "VLLM_SERIES"]

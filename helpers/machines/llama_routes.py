@@ -23,7 +23,7 @@ from .. import engines, gguf
 from ..units import GFLOPS, TFLOPS, MiB
 from .machine import Machine
 from .route import GPU_USABLE, PREFILL_BATCH, RAM_USABLE, Memory, Placement, Route, gb, spread_time
-from .weights import LABELS, PER_LAYER, Weights, gguf_quants, gguf_weights, grok2_plan
+from .weights import LABELS, PER_LAYER, Weights, gguf_quants, gguf_weights, grok2_plan, grok2_shape
 
 FAMILIES = ("gpu", "hybrid", "cpu", "metal")
 TITLES = {"gpu": "llama.cpp, GGUF wholly on the GPUs", "hybrid": "llama.cpp hybrid: experts in RAM, the rest on GPU",
@@ -189,6 +189,31 @@ def hybrid_split(machine: Machine, weights: Weights, context: int, n_cpu_moe: in
             "ram_bytes": weights.experts + ram_dense + embeddings}
 
 
+def describe_hybrid_layout(split: dict, layers: int | None = None) -> str:
+    """One sentence saying where llama.cpp's hybrid layout (`hybrid_split`, or a hybrid route's `layout`) keeps each
+    tensor class, with its flags: the lessons print it rather than describe one case in prose."""
+    layers = layers or grok2_plan().num_layers
+    if split["always_on_fits"]:
+        n = split["n_cpu_moe"]
+        if n == 0:
+            return "everything but the token embeddings on the GPU (no flag: no expert needs RAM)"
+        on_gpu = ("attention, dense MLP, routers, norms, LM head and the KV cache on the GPU"
+                  + ("" if n == layers else f", with the experts of layers {n}-{layers - 1}"))
+        in_ram = ("every layer's experts" if n == layers else f"the experts of layers 0-{n - 1}")
+        flag = "--cpu-moe" if n == layers else f"--n-cpu-moe {n}"
+        return f"{on_gpu}; {in_ram} and the token embeddings in RAM (`{flag}`)"
+    cut = split["ram_dense_layers"]
+    if not split["output_on_gpu"]:
+        return ("even the output layer does not fit the GPU: every tensor in RAM (`--cpu-moe -ngl 0`): the CPU route "
+                "with extra steps")
+    gpu_part = (f"the attention, dense MLP, routers, norms and KV cache of layers {cut}-{layers - 1} and the output "
+                "layer (LM head, final norm)" if cut < layers else "only the output layer (LM head, final norm)")
+    ram_part = ("" if cut == 0 else f"; layers 0-{cut - 1} wholly in RAM too (their attention, dense MLP, routers, "
+                "norms and KV cache)")
+    return (f"even the always-on part does not fit the GPU: every layer's experts and the token embeddings in RAM "
+            f"(`--cpu-moe`), {gpu_part} on the GPU (`-ngl {split['gpu_layers']}`){ram_part}")
+
+
 def hybrid_route(machine: Machine, weights: Weights, context: int, n_cpu_moe: int | None = None) -> Route:
     """llama.cpp with experts in RAM: the fewest layers' experts there that let the rest fit the GPUs, or exactly
     `n_cpu_moe` layers' (64: all of them, `--cpu-moe`)."""
@@ -321,6 +346,25 @@ def _command(weights: Weights, context: int, **options):
     return engines.llama_cpp_command(f"grok-2-{quant}.gguf", context_size=context, **options)
 
 
+def llama_cpp_route(machine: Machine, family: str, quant: str, context: int = 8192) -> Route:
+    """llama.cpp's route `family` ("gpu", "hybrid", "cpu", "metal") for one GGUF type `quant` (any of
+    helpers.gguf.GGUF_QUANTS, an unsloth file or llama.cpp's own mix such as "Q4_K_M"): the planner's own fit, so a
+    lesson that asks "does this file fit this machine?" gets the answer lesson 07 prints."""
+    from ..errors import CourseError
+
+    if family not in BUILDERS:
+        raise CourseError(f"family must be one of {', '.join(FAMILIES)}, not {str(family)[:40]!r}.",
+                          "gpu: the GGUF wholly on the GPUs; hybrid: experts in RAM; cpu: RAM only; metal: a Mac.")
+    if not isinstance(quant, str) or quant not in gguf.GGUF_QUANTS:
+        raise CourseError(f"Unknown GGUF type {str(quant)[:40]!r}.",
+                          f"Use one of helpers.gguf.GGUF_QUANTS: {', '.join(gguf.GGUF_QUANTS)}.")
+    limit = grok2_shape().max_context
+    if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= limit:
+        raise CourseError(f"context must be a whole number of tokens from 1 to {limit:,}, got {context!r}.",
+                          f"Grok 2.5's context is {limit:,} tokens; 8192 is the course's default.")
+    return BUILDERS[family](machine, gguf_weights(quant), context)
+
+
 def llama_cpp_options(machine: Machine, family: str, context: int = 8192) -> list[Route]:
     """The route `family` ("gpu", "hybrid", "cpu", "metal") at every GGUF quantization, smallest file first."""
     if family not in BUILDERS:
@@ -343,5 +387,6 @@ def fastest_llama_cpp(machine: Machine, family: str, context: int = 8192) -> Rou
     return max(fitting, key=lambda r: r.decode_tok_s) if fitting else None
 
 
-__all__ = ["FAMILIES", "TITLES", "LOCAL_DIR", "gpu_route", "hybrid_route", "hybrid_split", "cpu_route", "metal_route",
+__all__ = ["FAMILIES", "TITLES", "LOCAL_DIR", "gpu_route", "hybrid_route", "hybrid_split", "describe_hybrid_layout",
+           "cpu_route", "metal_route", "llama_cpp_route",
            "llama_cpp_options", "best_llama_cpp", "fastest_llama_cpp"]

@@ -267,26 +267,15 @@ def _known_gpu(name: str, memory: float) -> hw.Accelerator | None:
 RAM_PROBE_BYTES = GiB  # one buffer of the RAM copy: far beyond any CPU cache (L3 is tens of MiB)
 
 
-def ram_copy_bandwidth(available_bytes: float, size_bytes: int | None = None, repeats: int = 2) -> float:
-    """Bytes per second of one large RAM-to-RAM copy (each byte read and written), the best of `repeats`. Two buffers
-    of `size_bytes` (default RAM_PROBE_BYTES, 1 GiB), at most an eighth of the free RAM each so the rest stays free.
-    A 128 MiB copy would partly run in the caches of a big CPU; 1 GiB does not. The buffers are filled with a constant, not random data
-    (a copy's speed does not depend on the values, and drawing 1 GiB of random numbers takes seconds)."""
-    import time
+def ram_copy_bandwidth(available_bytes: float, size_bytes: int | None = None, repeats: int = 3) -> float:
+    """Bytes per second of a large RAM-to-RAM copy (each byte read and written): helpers.roofline's copy on the CPU,
+    with buffers of `size_bytes` (default RAM_PROBE_BYTES, 1 GiB), at most an eighth of the free RAM each so the rest
+    stays free, filled with a constant (drawing 1 GiB of random numbers takes seconds), one untimed copy first, the
+    median of `repeats`. A 128 MiB copy would partly run in the caches of a big CPU; 1 GiB does not."""
+    from ..roofline import measure_copy_bandwidth
 
-    import torch
-
-    size = int(max(MiB, min(size_bytes or RAM_PROBE_BYTES, available_bytes // 8)))
-    source = torch.empty(size, dtype=torch.uint8)
-    source.fill_(1)
-    target = torch.empty_like(source)
-    target.copy_(source)  # the first copy touches every page of the target: not timed
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        target.copy_(source)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size / best
+    return measure_copy_bandwidth("cpu", size_bytes or RAM_PROBE_BYTES, repeats, free_bytes=available_bytes,
+                                  fill="constant", warmups=1)
 
 
 def this_machine(measure_cpu_compute: bool = True) -> Machine:

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
+from .. import engines
 from ..errors import CourseError
-from .gpu_routes import sglang_route, transformers_route, two_node_route, vllm_route
+from ..units import MiB, format_bytes
+from .gpu_routes import sglang_mem_fraction_static, sglang_route, transformers_route, two_node_route, vllm_route
 from .llama_routes import FAMILIES, hybrid_split, llama_cpp_options
 from .machine import Machine, how_to_describe, preset
 from .route import GPU_USABLE, RAM_USABLE, Route, gb
@@ -81,24 +85,40 @@ def _pace(speed: float) -> str:
 
 
 def what_would_be_needed(context: int = DEFAULT_CONTEXT) -> list[str]:
-    """The least machine of each kind that runs Grok 2.5, from the smallest GGUF and the FP8 weights."""
+    """The least machine of each kind that runs Grok 2.5, from the smallest GGUF and the FP8 weights. Sizes in both
+    units (helpers.units.format_bytes): the decimal GB of the arithmetic and the GiB that memory is sold in."""
     quants = sorted(gguf_quants(), key=lambda q: gguf_weights(q).total)
     small = gguf_weights(quants[0])
     kv = grok2_shape().kv_bytes(context)
-    fp8 = engine_weights("fp8")
     counted = small.sized_for_fit(small.total)  # an approximate size counts with its margin, as the routes do
     always_on = small.sized_for_fit(small.always_on - small.bytes_by_class["embeddings"]) + kv
     ram = small.sized_for_fit(small.experts + small.bytes_by_class["embeddings"])
     sized = "" if small.exact else f", counted as {gb(counted)}: its size is approximate"
     return [
-        f"CPU only (llama.cpp): {gb((counted + kv) / RAM_USABLE)} of RAM for the smallest GGUF "
+        f"CPU only (llama.cpp): {format_bytes((counted + kv) / RAM_USABLE)} of RAM for the smallest GGUF "
         f"({small.name}, {gb(small.total)}{sized}, with the KV cache of {context:,} tokens), at {RAM_USABLE:.0%} "
         "usable",
-        f"a GPU plus RAM (llama.cpp hybrid, {small.name}): {gb(always_on / GPU_USABLE)} of GPU memory for the "
-        f"always-on part and {gb(ram / RAM_USABLE)} of RAM for the experts and the embeddings",
-        f"a Mac (Metal): {gb((counted + kv) / RAM_USABLE)} of unified memory ({small.name})",
-        f"the official route (SGLang, FP8): 8 GPUs with {gb((fp8.total + kv) / 8 / GPU_USABLE)} or more each",
+        f"a GPU plus RAM (llama.cpp hybrid, {small.name}): {format_bytes(always_on / GPU_USABLE)} of GPU memory for "
+        f"the always-on part and {format_bytes(ram / RAM_USABLE)} of RAM for the experts and the embeddings",
+        f"a Mac (Metal): {format_bytes((counted + kv) / RAM_USABLE)} of unified memory ({small.name})",
+        f"the official route (SGLang {engines.SGLANG_VERSION}, FP8): 8 GPUs with {format_bytes(least_sglang_gpu(context))} "
+        "or more each (it holds each GPU's bf16 slice while loading, then the FP8 weights and the KV cache within its "
+        "default --mem-fraction-static)",
     ]
+
+
+def least_sglang_gpu(context: int = DEFAULT_CONTEXT, tp: int = 8) -> float:
+    """The smallest GPU memory (bytes, in 1 MiB steps) on which the SGLang route fits at tensor parallelism `tp`:
+    each GPU's bf16 slice within GPU_USABLE while loading, then its FP8 slice and KV cache within SGLang's default
+    --mem-fraction-static (gpu_routes.sglang_mem_fraction_static, which depends on the memory itself)."""
+    shape = grok2_shape()
+    serving = engine_weights("fp8").total / tp + shape.kv_bytes(context) / min(tp, shape.kv_heads)
+    memory = math.ceil(engine_weights("bf16").total / tp / GPU_USABLE / MiB) * MiB
+    for _ in range(200_000):  # at most ~200 GiB above the loading bound: far beyond any reserve SGLang keeps
+        if serving <= sglang_mem_fraction_static(memory, tp) * memory:
+            return memory
+        memory += MiB
+    raise AssertionError("no GPU size fits SGLang's reserve: sglang_mem_fraction_static is wrong")
 
 
 def _machine(machine) -> Machine:
@@ -134,7 +154,8 @@ def plan_routes(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> Route
 
 def hybrid_table(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> list[dict]:
     """llama.cpp's hybrid layout at every GGUF quantization: does the always-on part fit the GPU, the smallest
-    --n-cpu-moe, the RAM it needs, and the decode bound."""
+    --n-cpu-moe, the bytes kept in RAM and the RAM a machine needs for them (RAM_USABLE of it usable), and the decode
+    bound. Memory sizes in GB and in the GiB that memory is sold in."""
     from .llama_routes import hybrid_route
 
     machine = _machine(machine)
@@ -146,14 +167,21 @@ def hybrid_table(machine: Machine | str, context: int = DEFAULT_CONTEXT) -> list
         rows.append({
             "quant": quant,
             "file": gb(weights.total) + ("" if weights.exact else " (approximate)"),
-            "always-on part": gb(split["always_on"]) if split else "",
+            "always-on part": format_bytes(split["always_on"]) if split else "",
             "always-on fits the GPU": ("yes" if split["always_on_fits"] else "no") if split else "",
             "flags": _flags(split) if split else "",
-            "RAM needed": gb(split["ram_bytes"]) if split else "",
+            "in RAM": format_bytes(split["ram_bytes"]) if split else "",
+            "RAM needed": format_bytes(_ram_needed(weights, split)) if split else "",
             "fits": "yes" if route.fits else "no",
             "decode bound (tok/s)": round(route.decode_tok_s, 2) if route.decode_tok_s else None,
         })
     return rows
+
+
+def _ram_needed(weights, split: dict) -> float:
+    """The RAM a machine must have (as sold) for the hybrid layout: what it keeps there, counted as the route counts
+    it (an approximate size with its margin), over the share of RAM a plan may fill."""
+    return (weights.sized_for_fit(split["ram_bytes"] - split["ram_kv"]) + split["ram_kv"]) / RAM_USABLE
 
 
 def _flags(split: dict) -> str:
@@ -164,4 +192,4 @@ def _flags(split: dict) -> str:
     return "none (all on the GPU)" if n == 0 else "--cpu-moe" if n == layers else f"--n-cpu-moe {n}"
 
 
-__all__ = ["RoutePlan", "plan_routes", "hybrid_table", "what_would_be_needed", "DEFAULT_CONTEXT"]
+__all__ = ["RoutePlan", "plan_routes", "hybrid_table", "what_would_be_needed", "least_sglang_gpu", "DEFAULT_CONTEXT"]

@@ -266,7 +266,7 @@ async def run(request: Request, conversation, body: SamplingFields, max_tokens: 
     server = state(request)
     served = server.served
     try:  # refused by its length in characters before any tokenizing, then encoded in a worker thread
-        prompt_ids = await asyncio.to_thread(served.prompt_ids, conversation)
+        prompt_ids = await asyncio.to_thread(_prompt_ids, served, conversation)
     except CourseError as error:
         raise APIError(400, str(error), param="messages") from None
     settings = settings_for(served, body, max_tokens, len(prompt_ids))
@@ -281,6 +281,21 @@ async def run(request: Request, conversation, body: SamplingFields, max_tokens: 
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     completion = await _wait_for_completion(request, job)
     return JSONResponse(full_response(kind, reply_id, created, body.model, completion))
+
+
+def _prompt_ids(served: ServedModel, conversation) -> list[int]:
+    """`served.prompt_ids`, run in a worker thread, with any error other than the client's (an APIError such as a
+    prompt too long, a CourseError) turned into a 500 here, in the thread. A StopIteration must not leave it: an
+    asyncio future refuses to hold one (TypeError in the event loop's callback), so the awaiting request would never
+    be answered."""
+    try:
+        return served.prompt_ids(conversation)
+    except (APIError, CourseError):
+        raise
+    except Exception as error:  # StopIteration included
+        log.exception("unexpected error while encoding a prompt")
+        raise APIError(500, f"Internal error while encoding the prompt: {type(error).__name__}: {error}",
+                       "server_error") from None
 
 
 async def _wait_for_completion(request: Request, job: Job):

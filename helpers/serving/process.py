@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..download.processes import group_members
 from ..errors import CourseError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -186,7 +187,7 @@ class ServerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         if self in _RUNNING:
             _RUNNING.remove(self)
-        leftover = _group_members(self.process.pid)
+        leftover = group_members(self.process.pid) or []  # None: cannot be listed here (no /proc, no psutil)
         if leftover:
             raise CourseError(f"Processes of the server's group survived: {leftover}.",
                               f"End them by id: `kill -9 {' '.join(map(str, leftover))}`.")
@@ -225,19 +226,6 @@ def _port_is_free(host: str, port: int) -> bool:
     except CourseError:
         return False
     return True
-
-
-def _group_members(pgid: int) -> list[int]:
-    try:
-        import psutil
-    except ImportError:
-        return []
-    members = []
-    for process in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process.pid)
-    return members
 
 
 def stop_all_servers() -> list[dict]:

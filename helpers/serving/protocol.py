@@ -99,32 +99,40 @@ def check_text(raw: bytes, data) -> None:
     try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
         return
-    except UnicodeEncodeError:
-        pass
-    except RecursionError:  # nested to the parser's own limit: the walk below has no recursion
-        pass
-    param, detail = _lone_surrogate_place(data)
+    except UnicodeEncodeError:  # there is one: the walk names where, unless it stops at its bound first
+        known = True
+    except RecursionError:  # nested to the parser's own limit: only the walk, which has no recursion, can tell
+        known = False
+    param, detail, complete = _lone_surrogate_place(data)
+    if not known and not param:
+        if complete:  # every value looked at, none is a lone surrogate: a real pair ("\\ud83d\\ude00") deep down
+            return
+        raise APIError(400, f"The body is nested too deeply for one pass and holds more than {MAX_PLACES_SEARCHED:,} "
+                            "values, too many to check for lone surrogates (half of a UTF-16 pair without its other "
+                            "half, which is not text). Send it less deeply nested.", code="invalid_text")
     where = f"The value of '{param}'" if param else "A string in the body"
     raise APIError(400, f"{where} holds a lone surrogate{detail}: half of a UTF-16 pair without its other half, which "
                         "is not text. Send the character itself, or both halves of its pair (a JSON '\\ud83d\\ude00' "
                         "is fine, a lone '\\ud800' is not).", param=param, code="invalid_text")
 
 
-def _lone_surrogate_place(data) -> tuple[str | None, str]:
-    """(the name of a field whose string is not text, which character) - iterative (bodies nest up to JSON's own
-    limit), O(1) per value (a value's place is a link to its parent's, spelt out only when found), and bounded: past
-    MAX_PLACES_SEARCHED values, (None, "")."""
-    pending, queued = [(None, data)], 1  # (place, value); a place is (key or index, the parent's place)
+def _lone_surrogate_place(data) -> tuple[str | None, str, bool]:
+    """(the name of a field whose string is not text, which character, True) - iterative (bodies nest up to JSON's
+    own limit), O(1) per value (a value's place is a link to its parent's, spelt out only when found), and bounded:
+    (None, "", whether every value was looked at) when none is found, which past MAX_PLACES_SEARCHED values is False."""
+    pending, queued, complete = [(None, data)], 1, True  # (place, value); a place is (key or index, the parent's)
     while pending:
         place, value = pending.pop()
         room = MAX_PLACES_SEARCHED - queued
         if isinstance(value, dict):
-            for key, item in itertools.islice(value.items(), max(0, room // 2)):
+            taken = min(len(value), max(0, room // 2))
+            for key, item in itertools.islice(value.items(), taken):
                 pending += [((key, place), key), ((key, place), item)]
-            queued += 2 * min(len(value), max(0, room // 2))
+            queued, complete = queued + 2 * taken, complete and taken == len(value)
         elif isinstance(value, list):
-            pending += [((index, place), item) for index, item in enumerate(value[:max(0, room)])]
-            queued += min(len(value), max(0, room))
+            taken = min(len(value), max(0, room))
+            pending += [((index, place), item) for index, item in enumerate(value[:taken])]
+            queued, complete = queued + taken, complete and taken == len(value)
         elif isinstance(value, str):
             try:
                 value.encode("utf-8")
@@ -135,8 +143,8 @@ def _lone_surrogate_place(data) -> tuple[str | None, str]:
                     parts.append(str(part))
                 # a field's name may hold one too: written \\udxxx, so that the error itself is valid UTF-8
                 param = ".".join(reversed(parts)).encode("utf-8", "backslashreplace").decode("utf-8")
-                return param or None, f" (\\u{ord(value[error.start]):04x} at character {error.start})"
-    return None, ""
+                return param or None, f" (\\u{ord(value[error.start]):04x} at character {error.start})", True
+    return None, "", complete
 
 
 def validate(schema: type[BaseModel], data: dict):
