@@ -87,6 +87,7 @@ class Deployment:
     disk_gb: float  # the released bf16 checkpoint on disk
     notes: tuple[str, ...] = ()
     released_layout: bool = True  # False: a converted checkpoint (whole experts), any TP
+    engine: str = "sglang"  # whose memory rules decided the TP (helpers.engine_memory)
 
     def requirements(self) -> list[str]:
         return [
@@ -99,29 +100,56 @@ class Deployment:
 
 
 def plan_deployment(gpu_memory_gib: float = 80, gpus: int = 8, precision: str = "fp8", context_tokens: int = 8192,
-                    released_layout: bool = True) -> Deployment:
+                    released_layout: bool = True, engine: str = "sglang") -> Deployment:
     """Decide the tensor-parallel size for Grok 2.5 on `gpus` GPUs of `gpu_memory_gib` each from its real config.
 
     `gpu_memory_gib`: the GPU's memory as sold, which counts in binary units (an "80 GB" H100 holds 80 GiB; pass
     `helpers.accelerators.H100_SXM.memory_bytes / GiB` to take it from the datasheet entry). With the released
     (pre-sharded) files the answer is always 8 (SGLang's loader reads exactly 8 expert slices); with a converted
-    checkpoint (helpers.grok2.convert_released_checkpoint) it is the smallest power of two that holds the weights and
-    one context's KV cache.
+    checkpoint (helpers.grok2.convert_released_checkpoint) it is the smallest power of two at which the engine's own
+    memory rules hold (helpers.engine_memory): for `engine="sglang"`, each GPU's bf16 slice while it loads (it
+    quantizes to FP8 after) and then weights + one context's KV cache within its default --mem-fraction-static; for
+    `engine="vllm"`, which quantizes while loading, weights + KV cache within the course's 90%.
     """
+    from .engine_memory import sglang_loading_bytes, sglang_mem_fraction_static
+    from .memory import GPU_USABLE_FRACTION
+
     if (isinstance(gpu_memory_gib, bool) or not isinstance(gpu_memory_gib, (int, float))
             or not 0 < gpu_memory_gib <= 10_000):
         raise CourseError(f"gpu_memory_gib must be a GPU's memory in GiB (0 to 10,000), got {gpu_memory_gib!r}.",
                           "Give what the GPU is sold with: 80 for an \"80 GB\" H100 (its memory counts in GiB).")
+    if engine not in ("sglang", "vllm"):
+        raise CourseError(f"engine must be 'sglang' or 'vllm', got {engine!r}.", "pass engine='sglang' or 'vllm'")
     plan = _grok2_plan()
-    needed = plan.gpus_needed(gpu_memory_gib * GiB, precision, context_tokens)
-    by_memory = plan.tensor_parallel_size(needed)
+    memory = gpu_memory_gib * GiB
+    needed = plan.gpus_needed(memory, precision, context_tokens)
+
+    def holds(tp: int) -> bool:
+        serving = plan.weight_bytes(precision) / tp + plan.kv_cache_bytes(context_tokens) / min(tp, plan.kv_heads)
+        if engine == "vllm":
+            return serving <= GPU_USABLE_FRACTION * memory
+        loading = sglang_loading_bytes(plan, tp) if precision == "fp8" else 0.0
+        return loading <= GPU_USABLE_FRACTION * memory and serving <= sglang_mem_fraction_static(memory, tp) * memory
+
+    sizes = [1 << k for k in range(7)]  # 1 ... 64: the powers of two that divide Grok 2.5's 64 query heads
+    by_memory = next((tp for tp in sizes if holds(tp)), None)
+    if by_memory is None:
+        raise CourseError(f"No tensor-parallel size up to {sizes[-1]} holds Grok 2.5 in {precision} on GPUs of "
+                          f"{gpu_memory_gib:g} GiB with {engine}.", "use GPUs with more memory, or a GGUF with "
+                          "llama.cpp (lesson 07)")
     notes = []
+
+    def loading_note(tp: int) -> str:
+        return (f"SGLang loads the bf16 weights first and quantizes them to FP8 after (helpers.engine_memory): "
+                f"{sglang_loading_bytes(plan, tp) / GB:.1f} GB per GPU while loading at TP {tp}.")
+
     if released_layout:
         if by_memory > RELEASED_TP:
             raise CourseError(
-                f"Grok 2.5 in {precision} needs about {needed} GPUs of {gpu_memory_gib:g} GiB; the released checkpoint "
-                f"runs at tensor parallelism {RELEASED_TP} only.",
-                "Use GPUs with more memory (8 x > 40 GB for FP8), or re-pack the checkpoint for TP 16 (as "
+                f"Grok 2.5 in {precision} with {engine} needs tensor parallelism {by_memory} on GPUs of "
+                f"{gpu_memory_gib:g} GiB; the released checkpoint runs at tensor parallelism {RELEASED_TP} only"
+                + (f" ({loading_note(by_memory)})" if engine == "sglang" and precision == "fp8" else "."),
+                "Use GPUs with more memory (8 x 80 GB for SGLang's FP8), or re-pack the checkpoint for TP 16 (as "
                 f"huihui-ai/grok-2 does for 16 Ascend NPUs): {SGLANG_REPACK}.",
             )
         tp = RELEASED_TP
@@ -132,6 +160,8 @@ def plan_deployment(gpu_memory_gib: float = 80, gpus: int = 8, precision: str = 
         tp = by_memory
         notes.append("A converted checkpoint (whole experts in ordinary shards) lets the engine choose any TP that "
                      "divides the heads.")
+    if engine == "sglang" and precision == "fp8":
+        notes.append(loading_note(tp))
     if gpus < tp:
         raise CourseError(f"This plan needs {tp} GPUs and the node has {gpus}.",
                           f"Use a node with {tp} GPUs of > {plan.weight_bytes(precision) / GB / tp:.0f} GB, "
@@ -141,7 +171,7 @@ def plan_deployment(gpu_memory_gib: float = 80, gpus: int = 8, precision: str = 
                       gpus_needed=needed, tensor_parallel=tp, weights_gb=weights / GB,
                       weights_per_gpu_gb=weights / GB / tp,
                       kv_cache_gb=plan.kv_cache_bytes(context_tokens) / GB, disk_gb=plan.weight_bytes("bf16") / GB,
-                      notes=tuple(notes), released_layout=released_layout)
+                      notes=tuple(notes), released_layout=released_layout, engine=engine)
 
 
 # ================================================================================================== commands
@@ -287,7 +317,7 @@ def vllm_command(deployment: Deployment | None = None, model_path: str = "/local
                  api_key_placeholder: str | None = None, max_model_len: int | None = 8192) -> EngineCommand:
     """vLLM 0.24.0's command (facts 3.3): the last vLLM that serves Grok 2. It reads tokenizer.tok.json itself
     (tokenizer mode `grok2`, picked for Grok1ForCausalLM; needs tiktoken)."""
-    deployment = deployment or plan_deployment()
+    deployment = deployment or plan_deployment(engine="vllm")
     argv = ["vllm", "serve", model_path,
             "--tensor-parallel-size", str(deployment.tensor_parallel),
             "--quantization", deployment.precision,

@@ -42,7 +42,7 @@ FOUR_BIT_BYTES_PER_MATRIX = 256 * 4 + 16 * 4 + 4
 # The share of a GPU's memory a plan may fill, the one rule every plan of the course uses (one model, LoRA training,
 # whole machines, load_model's placement): the rest is for the CUDA context, activations, allocator fragmentation and
 # communication buffers. SGLang computes its own share from the GPU's memory and TP (a little less than this on 40-80
-# GiB GPUs): its routes in the machine planner use that instead (helpers.machines.gpu_routes.sglang_mem_fraction_static).
+# GiB GPUs): its routes and engines.plan_deployment use that instead (helpers.engine_memory).
 GPU_USABLE_FRACTION = 0.9
 # The share of RAM a plan may fill: the operating system, the notebook and the loader's buffers need the rest.
 RAM_USABLE_FRACTION = 0.8

@@ -22,7 +22,10 @@ def released():
 
 def test_released_checkpoint_runs_at_tp_8_even_when_memory_allows_less(released):
     assert released.gpus_needed == 4 and released.tensor_parallel == 8
-    assert any("split in 8" in note and "#36438" in note for note in released.notes)
+    # on 8 x H200 (141 GiB) even SGLang's loading peak would allow TP 4: the released files keep TP 8, and say why
+    h200 = engines.plan_deployment(gpu_memory_gib=141, gpus=8)
+    assert h200.tensor_parallel == 8
+    assert any("allow TP 4" in note and "split in 8" in note and "#36438" in note for note in h200.notes)
     # the PR is open (facts 3.2): the text must not say the bug was fixed
     assert "until" not in engines.SGLANG_TP_BUG and "PR #36438, open" in engines.SGLANG_TP_BUG
     assert "convert_released_checkpoint" in engines.SGLANG_REPACK
@@ -46,14 +49,24 @@ def test_gpu_memory_is_given_in_gib_as_sold():
 def test_plans_that_cannot_work_are_refused():
     with pytest.raises(helpers.CourseError, match="tensor parallelism 8 only"):
         engines.plan_deployment(gpu_memory_gib=24, gpus=16)  # would need 16 x 24 GB
+    # 8 x A100 40 GB: the FP8 weights would fit, but SGLang holds each GPU's bf16 slice (67.4 GB) while it loads
+    with pytest.raises(helpers.CourseError, match="67.4 GB per GPU while loading at TP 8|needs tensor parallelism 16"):
+        engines.plan_deployment(gpu_memory_gib=40, gpus=8)
+    assert engines.plan_deployment(gpu_memory_gib=40, gpus=8, engine="vllm").tensor_parallel == 8  # quantizes as it loads
+    with pytest.raises(helpers.CourseError, match="engine must be"):
+        engines.plan_deployment(engine="tgi")
     with pytest.raises(helpers.CourseError, match="needs 8 GPUs and the node has 4"):
         engines.plan_deployment(gpu_memory_gib=80, gpus=4)
 
 
 def test_converted_checkpoint_takes_the_tp_from_memory():
+    """Each engine by its own memory rules (helpers.engine_memory): SGLang must first hold the bf16 slice."""
     assert engines.plan_deployment(gpu_memory_gib=141, gpus=8, released_layout=False).tensor_parallel == 4
-    assert engines.plan_deployment(gpu_memory_gib=80, gpus=8, released_layout=False).tensor_parallel == 4
-    assert engines.plan_deployment(gpu_memory_gib=48, gpus=8, released_layout=False).tensor_parallel == 8
+    assert engines.plan_deployment(gpu_memory_gib=80, gpus=8, released_layout=False).tensor_parallel == 8
+    assert engines.plan_deployment(gpu_memory_gib=80, gpus=8, released_layout=False, engine="vllm").tensor_parallel == 4
+    assert engines.plan_deployment(gpu_memory_gib=48, gpus=8, released_layout=False, engine="vllm").tensor_parallel == 8
+    with pytest.raises(helpers.CourseError, match="needs 16 GPUs"):
+        engines.plan_deployment(gpu_memory_gib=48, gpus=8, released_layout=False)  # SGLang: 33.7 GB bf16 at TP 16
 
 
 # ----------------------------------------------------------------------------------------------- the commands

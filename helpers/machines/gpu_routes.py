@@ -22,12 +22,13 @@ is the FP8 size: its route keeps the course's rule (`route.GPU_USABLE`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from .. import engines
+from ..engine_memory import (SGLANG_MEMORY_SOURCE, SGLANG_MEMORY_TIERS,  # noqa: F401  (re-exported)
+                             sglang_mem_fraction_static)
 from ..errors import CourseError
-from ..units import GFLOPS, TFLOPS, GiB, MiB
+from ..units import GFLOPS, TFLOPS, GiB
 from .machine import Machine
 from .route import GPU_USABLE, PREFILL_BATCH, RAM_USABLE, Memory, Placement, Route, gb, spread_time
 from .communication import bytes_sent_per_gpu
@@ -37,45 +38,6 @@ RELEASED_TP = engines.RELEASED_TP
 VLLM_SERIES = ".".join(engines.VLLM_VERSION.split(".")[:2])  # 0.24: the last series that serves Grok 2
 HEAD_NODE = "HEAD_NODE_IP:5000"  # node 0's address and a free port, the same on both nodes
 CONVERTED_PATH = "/local/grok-2-converted"  # where the commands expect helpers.grok2.convert_released_checkpoint's copy
-
-
-# SGLang 0.5.23's default --mem-fraction-static, as sglang/srt/arg_groups/memory_hook.py (handle_gpu_memory_settings)
-# of the pinned wheel computes it, for a model like Grok 2 (no MLA, no DP attention, no DeepEP, CUDA graphs on): by the
-# GPU's memory in MiB (nvidia-smi's memory.total; the course counts the memory as sold, a little above what the driver
-# reports) a chunked-prefill size and a largest decode CUDA-graph batch (below 4 ranks / from 4 ranks on), then a
-# reserve in MiB for activations and graphs, and fraction = (memory - reserve) / memory, rounded to 3 decimals.
-# (upper bound in GiB, chunked_prefill_size, decode max_bs at TP < 4, at TP >= 4)
-SGLANG_MEMORY_TIERS = ((20, 2048, 8, 8), (35, 4096, 48, 160), (60, 4096, 32, 160), (90, 8192, 256, 512),
-                       (160, 8192, 256, 512), (math.inf, 16384, 512, 512))
-SGLANG_MEMORY_SOURCE = (f"sglang {engines.SGLANG_VERSION}: sglang/srt/arg_groups/memory_hook.py, "
-                        "handle_gpu_memory_settings")
-
-
-def _sglang_prefill_graph_sizes(chunk: int) -> int:
-    """How many prefill batch sizes SGLang captures in CUDA graphs up to `chunk` tokens (breakable prefill graphs,
-    on by default on CUDA: arg_groups/cuda_graph_hook.py, generate_prefill_cuda_graph_batch_sizes)."""
-    sizes = [*range(4, 33, 4), *range(48, 257, 16), *range(288, 513, 32), *range(576, 1025, 64),
-             *range(1280, 4097, 256), *range(4608, chunk + 1, 512)]
-    return sum(size <= chunk for size in sizes)
-
-
-def sglang_mem_fraction_static(gpu_memory_bytes: float, tp: int) -> float:
-    """The share of each GPU SGLang fills with weights and KV cache by default (`--mem-fraction-static`), for a GPU of
-    `gpu_memory_bytes` at tensor parallelism `tp`: SGLang 0.5.23's own heuristic (SGLANG_MEMORY_SOURCE). The reserve
-    is 512 MiB + 1.5 MiB per token of the chunked prefill (at least 2,048 tokens) + 1 GiB per 8 ranks + 2 MiB per
-    decode graph batch + 8 MiB per prefill graph size, and at least 10 GiB on a GPU above 60 GiB."""
-    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-        raise ValueError(f"tp must be a whole number >= 1, got {tp!r}")
-    if not gpu_memory_bytes > 0:
-        raise ValueError(f"gpu_memory_bytes must be above 0, got {gpu_memory_bytes!r}")
-    mib = gpu_memory_bytes / MiB
-    _, chunk, small_tp, large_tp = next(tier for tier in SGLANG_MEMORY_TIERS if mib < tier[0] * 1024)
-    decode_batch = small_tp if tp < 4 else large_tp
-    reserve = (512 + 1.5 * max(chunk, 2048) + tp / 8 * 1024 + 2 * decode_batch
-               + 8 * _sglang_prefill_graph_sizes(chunk))
-    if mib > 60 * 1024:
-        reserve = max(reserve, 10 * 1024)
-    return round((mib - reserve) / mib, 3)
 
 
 def _sglang_loads(route: Route, machine: Machine, tp: int) -> bool:
@@ -235,7 +197,8 @@ def vllm_route(machine: Machine, context: int) -> Route:
         gpu = min(machine.gpus, key=lambda g: g.memory_bytes)
         try:
             deployment = engines.plan_deployment(gpu_memory_gib=gpu.memory_bytes / GiB, gpus=machine.gpu_count,
-                                                 precision="fp8", context_tokens=context, released_layout=False)
+                                                 precision="fp8", context_tokens=context, released_layout=False,
+                                                 engine="vllm")
         except CourseError as error:  # the planner and the engine's own plan disagree: say so rather than guess
             route.notes.append(f"engines.plan_deployment refused: {error.problem}")
         else:

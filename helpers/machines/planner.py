@@ -110,7 +110,7 @@ def what_would_be_needed(context: int = DEFAULT_CONTEXT) -> list[str]:
 def least_sglang_gpu(context: int = DEFAULT_CONTEXT, tp: int = 8) -> float:
     """The smallest GPU memory (bytes, in 1 MiB steps) on which the SGLang route fits at tensor parallelism `tp`:
     each GPU's bf16 slice within GPU_USABLE while loading, then its FP8 slice and KV cache within SGLang's default
-    --mem-fraction-static (gpu_routes.sglang_mem_fraction_static, which depends on the memory itself)."""
+    --mem-fraction-static (helpers.engine_memory.sglang_mem_fraction_static, which depends on the memory itself)."""
     shape = grok2_shape()
     serving = engine_weights("fp8").total / tp + shape.kv_bytes(context) / min(tp, shape.kv_heads)
     memory = math.ceil(engine_weights("bf16").total / tp / GPU_USABLE / MiB) * MiB
